@@ -1,0 +1,250 @@
+"""Loaders on small synthetic LabelMe and parquet fixtures; polygon rasterisation against OpenCV-made references."""
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from rea2seg.datasets import (LabelMeDataset, ParquetDataset, Sample, SkippedSample, coco_rle_counts,
+                              decode_mask_cell, lisa_mask_from_shapes, normalize_category, open_dataset,
+                              parse_column_mapping, rasterize_polygon)
+from rea2seg.errors import InputError
+
+FIXTURE = Path(__file__).parent / "data" / "lisa_polygons.npz"
+
+
+def test_rasterisation_is_pixel_identical_to_lisa_opencv():
+    """400 cases (star, self-intersecting, border, far-outside polygons; target/ignore/flag mixes) drawn by LISA's
+    get_mask_from_json with OpenCV (tests/data/make_lisa_polygon_fixture.py)."""
+    data = np.load(FIXTURE)
+    cases = json.loads(bytes(data["cases"]).decode())
+    flat = data["masks"]
+    pos = 0
+    for case in cases:
+        h, w = case["height"], case["width"]
+        expected = flat[pos:pos + h * w].reshape(h, w)
+        pos += h * w
+        mask, _ = lisa_mask_from_shapes(case["shapes"], h, w)
+        np.testing.assert_array_equal(mask, expected, err_msg=json.dumps(case))
+    assert pos == flat.size
+    assert {255, 1} <= set(np.unique(flat).tolist())  # the fixture does exercise ignore and target
+
+
+def test_rasterize_polygon_basics():
+    m = rasterize_polygon([[1, 1], [4, 1], [4, 3], [1, 3]], 5, 6)
+    assert m[1:4, 1:5].all() and m.sum() == 12  # boundary pixels included, as cv2 draws the outline
+    assert rasterize_polygon([[2.9, 2.9]], 5, 5).sum() == 1  # a single point is a pixel (truncated to (2, 2))
+    assert rasterize_polygon([[-50, -50], [-10, -50], [-10, -10]], 5, 5).sum() == 0
+    with pytest.raises(InputError):
+        rasterize_polygon([], 5, 5)
+    with pytest.raises(InputError):
+        rasterize_polygon([[0, float("nan")]], 5, 5)
+
+
+def test_larger_polygons_first_ignore_overwrites_target():
+    shapes = [{"label": "ignore", "points": [[2, 2], [5, 2], [5, 5], [2, 5]]},
+              {"label": "target", "points": [[0, 0], [9, 0], [9, 9], [0, 9]]},
+              {"label": "flag", "points": [[0, 0], [9, 0], [9, 9]]}]
+    mask, n = lisa_mask_from_shapes(shapes, 10, 10)
+    assert n == 2
+    assert (mask[2:6, 2:6] == 255).all()
+    assert (mask == 1).sum() == 100 - 16
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _labelme(folder: Path, stem: str, shapes, text=("what is it?",), is_sentence=False, image=True, size=(24, 32),
+             **extra):
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    if image:
+        Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(folder / f"{stem}.jpg")
+    anno = {"text": text if isinstance(text, str) else list(text), "is_sentence": is_sentence, "shapes": shapes, "imageHeight": h, "imageWidth": w,
+            **extra}
+    (folder / f"{stem}.json").write_text(json.dumps(anno))
+
+
+SQUARE = [[4, 4], [12, 4], [12, 12], [4, 12]]
+
+
+def test_labelme_layout_first_text_bad_samples_reported(tmp_path):
+    val = tmp_path / "ReasonSeg" / "val"
+    _labelme(val, "a", [{"label": "target", "points": SQUARE},
+                        {"label": "ignore", "points": [[5, 5], [7, 5], [7, 7]]}],
+             text=["first question", "second"], is_sentence=True)
+    _labelme(val, "b", [{"label": "target", "points": SQUARE}], text="a phrase")
+    _labelme(val, "nopoly", [], text=["x"])
+    _labelme(val, "flagonly", [{"label": "flag", "points": SQUARE}])
+    _labelme(val, "noimage", [{"label": "target", "points": SQUARE}], image=False)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(val / "orphan.png")
+    (val / "broken.json").write_text("{not json")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(val / "broken.jpg")
+    (tmp_path / "ReasonSeg" / "test").mkdir()
+
+    ds = open_dataset(tmp_path / "ReasonSeg", "val")
+    assert isinstance(ds, LabelMeDataset) and ds.split == "val"
+    assert ds.keys() == ["a", "b", "broken", "flagonly", "noimage", "nopoly", "orphan"]
+    out = {s.id: s for s in ds.iter_samples()}
+    a = out["a"]
+    assert isinstance(a, Sample) and a.question == "first question" and a.is_sentence is True
+    assert a.texts == ["first question", "second"] and a.image.shape == (24, 32, 3)
+    assert set(np.unique(a.target).tolist()) == {0, 1, 255}
+    assert out["b"].question == "a phrase" and out["b"].is_sentence is False
+    reasons = {k: s.reason for k, s in out.items() if isinstance(s, SkippedSample)}
+    assert set(reasons) == {"broken", "flagonly", "noimage", "nopoly", "orphan"}
+    assert "no polygon" in reasons["nopoly"] and "no polygon" in reasons["flagonly"]
+    assert "image missing" in reasons["noimage"]
+    assert "no annotation JSON" in reasons["orphan"]
+    assert "not valid JSON" in reasons["broken"]
+    # only the requested keys, in dataset order
+    assert [s.id for s in ds.iter_samples(["b", "a"])] == ["a", "b"]
+    # the split folder itself works too, and the default split is val
+    assert open_dataset(tmp_path / "ReasonSeg" / "val").keys() == ds.keys()
+    assert open_dataset(tmp_path / "ReasonSeg").split == "val"
+    with pytest.raises(InputError, match="train"):
+        open_dataset(tmp_path / "ReasonSeg", "train")
+
+
+def test_labelme_all_texts_cp1252_and_sgdr_categories(tmp_path):
+    root = tmp_path / "sgdr"
+    _labelme(root / "spatial", "s1", [{"label": "target", "points": SQUARE}], text=["left one", "the left one"])
+    _labelme(root / "misc", "g1", [{"label": "target", "points": SQUARE}], type="geometry")
+    _labelme(root / "misc", "x1", [{"label": "target", "points": SQUARE}])
+    # a cp1252-encoded JSON (LISA falls back to cp1252)
+    (root / "spatial" / "c1.json").write_bytes(json.dumps(
+        {"text": ["caf\u00e9 sign"], "is_sentence": False, "shapes": [{"label": "target", "points": SQUARE}]},
+        ensure_ascii=False).encode("cp1252"))
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(root / "spatial" / "c1.jpg")
+
+    ds = open_dataset(root, texts="all", sgdr=True)
+    samples = {s.id: s for s in ds.iter_samples()}
+    assert samples["s1__t0"].question == "left one" and samples["s1__t1"].question == "the left one"
+    assert samples["s1__t0"].category == "Spatial"
+    assert samples["g1__t0"].category == "Geometric"
+    assert samples["c1__t0"].question == "caf\u00e9 sign"
+    assert isinstance(samples["x1__t0"], SkippedSample) and "category" in samples["x1__t0"].reason
+
+
+def _write_parquet(path: Path, rows: list[dict], schema=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, row_group_size=2)
+
+
+def test_parquet_hf_layout_with_splits_and_bad_rows(tmp_path):
+    h, w = 20, 30
+    img = _png(np.full((h, w, 3), 50, np.uint8))
+    mask = np.zeros((h, w), bool)
+    mask[5:10, 5:15] = True
+    rows = [{"image": {"bytes": img, "path": f"img{i}.jpg"}, "text": f"question {i}", "mask": mask.tolist(),
+             "image_id": f"img{i}", "ann_id": str(i), "img_height": h, "img_width": w} for i in range(5)]
+    rows[3]["mask"] = np.zeros((h + 1, w), bool).tolist()  # wrong size -> skipped
+    rows[4]["image"] = {"bytes": None, "path": "missing.jpg"}  # missing image -> skipped
+    _write_parquet(tmp_path / "hf" / "data" / "test-00000-of-00001.parquet", rows)
+    _write_parquet(tmp_path / "hf" / "data" / "val-00000-of-00001.parquet", rows[:2])
+
+    with pytest.raises(InputError, match="several splits"):
+        open_dataset(tmp_path / "hf")
+    with pytest.raises(InputError, match="found splits"):
+        open_dataset(tmp_path / "hf", "train")
+    ds = open_dataset(tmp_path / "hf", "test")
+    assert isinstance(ds, ParquetDataset) and ds.split == "test"
+    assert ds.keys() == [f"img{i}" for i in range(5)]
+    assert any("ignore" in n for n in ds.notes)  # merged-ignore convention is stated
+    out = {s.id: s for s in ds.iter_samples()}
+    assert out["img0"].question == "question 0"
+    np.testing.assert_array_equal(out["img1"].target, mask.astype(np.uint8))
+    assert "mask is 30x21" in out["img3"].reason
+    assert "image missing" in out["img4"].reason
+    assert [s.id for s in ds.iter_samples(["img2"])] == ["img2"]
+    assert open_dataset(tmp_path / "hf" / "data" / "val-00000-of-00001.parquet").keys() == ["img0", "img1"]
+    # without an id column, an HF Image struct's file name names the sample
+    for r in rows:
+        del r["image_id"]
+    _write_parquet(tmp_path / "noid.parquet", rows[:2])
+    assert open_dataset(tmp_path / "noid.parquet").keys() == ["img0", "img1"]
+
+
+def test_parquet_sgdr_column_mapping_png_mask_rle_and_shapes(tmp_path):
+    h, w = 16, 16
+    img = _png(np.zeros((h, w, 3), np.uint8))
+    lisa = np.zeros((h, w), np.uint8)
+    lisa[2:8, 2:8] = 1
+    lisa[3:4, 3:4] = 255
+    rows = [
+        {"picture": img, "query": "the round thing", "gt": _png(lisa), "kind": "multi_step", "uid": "q/1"},
+        {"picture": img, "query": "the square", "gt": _png(((lisa > 0) * 255).astype(np.uint8)), "kind": "Discriminative",
+         "uid": "q2"},
+        {"picture": img, "query": "nothing", "gt": _png(lisa), "kind": None, "uid": "q3"},
+    ]
+    f = tmp_path / "sgdr.parquet"
+    _write_parquet(f, rows)
+    with pytest.raises(InputError, match="--columns"):
+        open_dataset(f, sgdr=True)
+    cols = parse_column_mapping("image=picture,text=query,mask=gt,category=kind,id=uid")
+    ds = open_dataset(f, columns=cols, sgdr=True)
+    out = {s.id: s for s in ds.iter_samples()}
+    assert list(out) == ["q_1", "q2", "q3"]
+    assert out["q_1"].category == "Multi-step" and out["q2"].category == "Discriminative"
+    np.testing.assert_array_equal(out["q_1"].target, lisa)  # 0/1/255 PNG keeps ignore
+    np.testing.assert_array_equal(out["q2"].target, (lisa > 0).astype(np.uint8))  # 0/255 PNG is binary
+    assert isinstance(out["q3"], SkippedSample) and "category" in out["q3"].reason
+    with pytest.raises(InputError, match="unknown column role"):
+        parse_column_mapping("picture=img")
+    with pytest.raises(InputError, match="not in"):
+        open_dataset(f, columns={"text": "nope"})
+
+    shapes = json.dumps([{"label": "target", "points": SQUARE}, {"label": "ignore", "points": [[5, 5], [6, 5],
+                                                                                                [6, 6]]}])
+    g = tmp_path / "poly" / "test.parquet"
+    _write_parquet(g, [{"image": img, "text": ["one", "two"], "shapes": shapes, "is_sentence": True},
+                       {"image": img, "text": ["three"], "shapes": "[]", "is_sentence": False}])
+    ds = open_dataset(g.parent)
+    s = list(ds.iter_samples())
+    expected, _ = lisa_mask_from_shapes(json.loads(shapes), h, w)
+    assert s[0].id == "row00000" and s[0].question == "one" and s[0].is_sentence is True
+    np.testing.assert_array_equal(s[0].target, expected)
+    assert isinstance(s[1], SkippedSample) and "no polygon" in s[1].reason
+    assert not ds.notes  # polygons keep LISA's ignore regions
+
+
+def coco_rle_string(counts):
+    """pycocotools rleToString (LEB128-like, deltas from the count two back)."""
+    out = []
+    for i, x in enumerate(counts):
+        if i > 2:
+            x -= counts[i - 2]
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return "".join(out)
+
+
+def test_mask_cells_and_categories():
+    m = np.zeros((3, 4), bool)
+    m[1, 1:3] = True
+    from rea2seg.images import rle_encode
+    np.testing.assert_array_equal(decode_mask_cell(rle_encode(m)), m.astype(np.uint8))
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        counts = rng.integers(0, 3000, rng.integers(1, 12)).tolist()
+        assert coco_rle_counts(coco_rle_string(counts)) == counts
+    assert decode_mask_cell({"size": [3, 4], "counts": coco_rle_string(rle_encode(m)["counts"])}).sum() == 2
+    assert normalize_category("multi-step reasoning") == "Multi-step"
+    assert normalize_category(" GEOMETRIC ") == "Geometric"
+    assert normalize_category("s") == "Spatial"
+    assert normalize_category("") is None
+    with pytest.raises(InputError):
+        decode_mask_cell(None)
