@@ -1,0 +1,215 @@
+"""The MCP tools and resources: typed functions that check arguments, run a job on the shared engine service and
+convert the result (JSON text + one small PNG + structured content)."""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Literal
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from rea2seg import images
+from rea2seg.candidates import masks_to_boxes
+from rea2seg.errors import Cancelled, Rea2SegError
+from rea2seg.service import AgentResult, SegmentationService
+
+from .schemas import DiscoverOutput, MaskOutput, Preview, SegmentOutput, StatusOutput
+
+log = logging.getLogger("rea2seg.mcp")
+
+INSTRUCTIONS = (
+    "Reasoning segmentation: give an image and a question (e.g. 'what can I cut the bread with?'); the server finds "
+    "the object that answers it and returns its mask, box and score. Pass image_path as an ABSOLUTE path of a local "
+    "file inside the server's allowed directories (see server_status); images attached to the chat are not visible to "
+    "this server. segment does everything in one call; discover_candidates + score_candidates split it in two. "
+    "Results are kept under result_id for get_mask and score_candidates.")
+
+MASK_URI = "rea2seg://results/{result_id}/mask.png"
+CANDIDATE_URI = "rea2seg://results/{result_id}/candidates/{index}/mask.png"
+
+Mode = Literal["yesno", "reasoning", "comparative"]
+ImagePath = Annotated[str | None, Field(description="Absolute path of a local image inside the allowed directories")]
+ImageB64 = Annotated[str | None, Field(description="The image as base64 (or a data: URL), for programmatic clients; "
+                                                   "give either this or image_path")]
+Question = Annotated[str, Field(description="What to find, as a question or description "
+                                            "(e.g. 'which object can cut the bread?')")]
+TopK = Annotated[int, Field(ge=1, le=64, description="How many ranked candidates to report")]
+ModeArg = Annotated[Mode | None, Field(description="Scoring: yesno (fast), reasoning (explains), comparative (all "
+                                                   "candidates in one prompt); default from the server's preset")]
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+def _version() -> str:
+    try:
+        return version("rea2seg")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@contextmanager
+def _user_errors():
+    """Rea2Seg's own errors become a tool error result with their one-line message; anything else is a crash the
+    SDK reports as a generic error (traceback on stderr only)."""
+    try:
+        yield
+    except Cancelled as e:
+        raise ToolError(f"cancelled: {e}") from None
+    except Rea2SegError as e:
+        raise ToolError(str(e)) from None
+
+
+def _progress_reporter(ctx: Context):
+    """Engine progress (stage, done, total), called in the worker thread, as MCP progress notifications."""
+    step = itertools.count(1)
+
+    def report(stage: str, done: int, total: int) -> None:
+        message = f"{stage} {done}/{total}" if total else stage
+        try:
+            anyio.from_thread.run(ctx.report_progress, next(step), None, message)
+        except Exception:  # the request may be gone (cancelled); progress must never fail the job
+            pass
+    return report
+
+
+def _result(model: BaseModel, png: bytes | None) -> CallToolResult:
+    data = model.model_dump(mode="json")
+    content: list = [TextContent(type="text", text=json.dumps(data, separators=(",", ":")))]
+    if png:
+        content.append(ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png"))
+    return CallToolResult(content=content, structured_content=data)
+
+
+def _preview_info(kind: str, png: bytes | None) -> Preview | None:
+    if not png:
+        return None
+    w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # PNG IHDR
+    return Preview(kind=kind, width=w, height=h, png_bytes=len(png))
+
+
+def build_server(service: SegmentationService, transport: str = "stdio") -> MCPServer:
+    """An MCPServer exposing ``service``: tools segment, discover_candidates, score_candidates, get_mask,
+    server_status, and the masks of kept results as resources."""
+    mcp = MCPServer("rea2seg", instructions=INSTRUCTIONS, version=_version())
+
+    async def run(job, ctx: Context) -> AgentResult:
+        return await service.run_async(job, progress=_progress_reporter(ctx))
+
+    def segment_result(entry: AgentResult, preview: str) -> CallToolResult:
+        png = service.preview(entry, preview)
+        out = SegmentOutput.model_validate({**entry.to_json(), "mask_uri": MASK_URI.format(result_id=entry.result_id),
+                                            "preview": _preview_info(preview, png)})
+        return _result(out, png)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def segment(ctx: Context, *, image_path: ImagePath = None, question: Question,
+                      image_base64: ImageB64 = None, top_k: TopK = 3, mode: ModeArg = None,
+                      merge: Annotated[bool, Field(description="Answer with the union of the top_k masks")] = False,
+                      preview: Annotated[Literal["overlay", "mask", "none"],
+                                         Field(description="Image returned: the mask drawn on the image, the bare "
+                                                           "mask, or none")] = "overlay",
+                      ) -> Annotated[CallToolResult, SegmentOutput]:
+        """Find the object in the image that answers the question; returns its box, score, the scorer's reasoning,
+        a result_id, and a preview (long side <= 1024 px). Full-resolution mask: get_mask or the mask_uri resource."""
+        with _user_errors():
+            job = service.segment_job(question, image_path, image_base64, top_k=top_k, mode=mode, merge=merge)
+            entry = await run(job, ctx)
+            return segment_result(entry, preview)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def discover_candidates(ctx: Context, *, image_path: ImagePath = None, question: Question,
+                                  image_base64: ImageB64 = None,
+                                  preview: Annotated[Literal["candidates", "heatmap", "none"],
+                                                     Field(description="Image returned: numbered candidates, the "
+                                                                       "attention heat map, or none")] = "candidates",
+                                  ) -> Annotated[CallToolResult, DiscoverOutput]:
+        """Stage 1 only: candidate masks from where the VLM looks when reading the question, unscored. Follow with
+        score_candidates(result_id) to pick the answer."""
+        with _user_errors():
+            entry = await run(service.discover_job(question, image_path, image_base64), ctx)
+            png = service.preview(entry, preview)
+            out = DiscoverOutput.model_validate({**entry.to_json(), "preview": _preview_info(preview, png)})
+            return _result(out, png)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def score_candidates(ctx: Context, *,
+                               result_id: Annotated[str, Field(description="result_id of an earlier segment or "
+                                                                           "discover_candidates call")],
+                               question: Annotated[str | None, Field(description="Score for this question instead "
+                                                                                 "of the original one")] = None,
+                               candidates: Annotated[list[int] | None,
+                                                     Field(description="Only these candidate numbers")] = None,
+                               mode: ModeArg = None, top_k: TopK = 3,
+                               merge: Annotated[bool, Field(description="Answer with the union of the top_k")] = False,
+                               preview: Annotated[Literal["overlay", "mask", "none"],
+                                                  Field(description="Image returned")] = "overlay",
+                               ) -> Annotated[CallToolResult, SegmentOutput]:
+        """Stage 2: the VLM scores the candidates of an earlier result (all or some, optionally for another question
+        or mode) and the best one becomes the answer. Returns a new result_id."""
+        with _user_errors():
+            job = service.score_job(result_id, question, candidates, mode=mode, top_k=top_k, merge=merge)
+            entry = await run(job, ctx)
+            return segment_result(entry, preview)
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                                          open_world_hint=False))
+    async def get_mask(*, result_id: Annotated[str, Field(description="result_id from an earlier call")],
+                       candidate: Annotated[int | None, Field(description="Candidate number; omit for the answer")]
+                       = None,
+                       format: Annotated[Literal["png", "rle"],
+                                         Field(description="png: an image of the mask (long side <= 1024 px; the "
+                                                           "exact full-resolution PNG is the mask_uri resource); rle: "
+                                                           "the exact mask as COCO RLE")] = "png",
+                       save: Annotated[bool, Field(description="Also save the full-resolution PNG in the server's "
+                                                               "output directory")] = False,
+                       filename: Annotated[str | None, Field(description="File name for save (letters, digits, ._-)")]
+                       = None,
+                       ) -> Annotated[CallToolResult, MaskOutput]:
+        """A mask of an earlier result: the answer (default) or one candidate, as PNG or RLE, optionally saved."""
+        with _user_errors():
+            entry = service.get(result_id)
+            mask = entry.candidate_mask(candidate)
+            saved = None
+            if save or filename:
+                saved = await anyio.to_thread.run_sync(service.save_mask, entry, candidate, filename)
+            png = service.preview(entry, "mask", candidate) if format == "png" else None
+            box = [float(v) for v in masks_to_boxes(mask[None])[0]]
+            uri = (MASK_URI.format(result_id=result_id) if candidate is None
+                   else CANDIDATE_URI.format(result_id=result_id, index=candidate))
+            out = MaskOutput(result_id=result_id, candidate=candidate, format=format,
+                             image_size=[int(mask.shape[1]), int(mask.shape[0])], mask_area=int(mask.sum()),
+                             box_xyxy=box, mask_uri=uri, rle=images.rle_encode(mask) if format == "rle" else None,
+                             saved_path=str(saved) if saved else None, preview=_preview_info("mask", png))
+            return _result(out, png)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def server_status() -> Annotated[CallToolResult, StatusOutput]:
+        """Models and device, requests running/waiting, kept results, allowed directories and output directory."""
+        out = StatusOutput.model_validate({"version": _version(), "transport": transport, **service.status()})
+        return _result(out, None)
+
+    def mask_png(result_id: str, index: int | None) -> bytes:
+        try:
+            return images.png_bytes(service.get(result_id).candidate_mask(index))
+        except Rea2SegError as e:
+            raise ResourceError(str(e)) from None
+
+    @mcp.resource(MASK_URI, mime_type="image/png", description="Full-resolution answer mask of a kept result")
+    def answer_mask(result_id: str) -> bytes:
+        return mask_png(result_id, None)
+
+    @mcp.resource(CANDIDATE_URI, mime_type="image/png", description="Full-resolution mask of one candidate")
+    def candidate_mask(result_id: str, index: str) -> bytes:
+        if not index.isdigit():
+            raise ResourceError(f"candidate index must be a number, got {index!r}")
+        return mask_png(result_id, int(index))
+
+    return mcp

@@ -1,0 +1,172 @@
+"""LangChain tools over the shared engine service: ``reasoning_segment``, ``discover_candidates``,
+``score_candidates``.
+
+Each answers with ``content_and_artifact``: the content (what the model sees) is a short JSON summary plus one small
+PNG block; the artifact (kept by the program, never sent to the model) is the ``AgentResult`` with numpy masks.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import anyio
+from langchain_core.messages.content import create_image_block, create_text_block
+from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from rea2seg.errors import Rea2SegError
+from rea2seg.paths import AllowedDirs, OutputDir
+from rea2seg.service import AgentResult, SegmentationService
+
+Mode = Literal["yesno", "reasoning", "comparative"]
+
+
+class SegmentInput(BaseModel):
+    image_path: str = Field(description="Absolute path of a local image file inside the allowed directories")
+    question: str = Field(description="What to find, as a question or description "
+                                      "(e.g. 'which object can cut the bread?')")
+    top_k: int = Field(3, ge=1, le=64, description="How many ranked candidates to report")
+    mode: Mode | None = Field(None, description="Scoring: yesno (fast), reasoning (explains), comparative; "
+                                                "default from the preset")
+    merge: bool = Field(False, description="Answer with the union of the top_k masks")
+
+
+class DiscoverInput(BaseModel):
+    image_path: str = Field(description="Absolute path of a local image file inside the allowed directories")
+    question: str = Field(description="What to find, as a question or description")
+
+
+class ScoreInput(BaseModel):
+    result_id: str = Field(description="result_id returned by discover_candidates or reasoning_segment")
+    question: str | None = Field(None, description="Score for this question instead of the original one")
+    candidates: list[int] | None = Field(None, description="Only these candidate numbers (default: all)")
+    mode: Mode | None = Field(None, description="Scoring: yesno, reasoning or comparative")
+    top_k: int = Field(3, ge=1, le=64, description="How many ranked candidates to report")
+    merge: bool = Field(False, description="Answer with the union of the top_k masks")
+
+
+@contextmanager
+def _tool_errors():
+    """Rea2Seg's own errors (bad path, not an image, unknown result id, busy) become ToolException, which the tool
+    turns into an error ToolMessage the model can read and act on."""
+    try:
+        yield
+    except Rea2SegError as e:
+        raise ToolException(str(e)) from None
+
+
+class _EngineTool(BaseTool):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+    handle_tool_error: bool = True
+    handle_validation_error: bool = True
+    service: SegmentationService = Field(exclude=True)
+    include_image: bool = Field(True, description="Add a preview image block to the content")
+    preview_kind: str = "overlay"
+
+    def _job(self, **kwargs):  # -> a job from the service (arguments checked there)
+        raise NotImplementedError
+
+    def _respond(self, entry: AgentResult) -> tuple[list, AgentResult]:
+        blocks = [create_text_block(text=json.dumps(entry.to_json(), separators=(",", ":")))]
+        png = self.service.preview(entry, self.preview_kind) if self.include_image else None
+        if png:
+            blocks.append(create_image_block(base64=base64.b64encode(png).decode(), mime_type="image/png"))
+        return blocks, entry
+
+    def _run(self, run_manager=None, **kwargs: Any):
+        with _tool_errors():
+            entry = self.service.run(self._job(**kwargs))
+            return self._respond(entry)
+
+    async def _arun(self, run_manager=None, **kwargs: Any):
+        # The engine runs in a worker thread behind the service's gate (shared by every tool of the toolkit); the
+        # event loop stays free, and cancelling the awaiting task gives up the request's place.
+        with _tool_errors():
+            entry = await self.service.run_async(self._job(**kwargs))
+            return await anyio.to_thread.run_sync(self._respond, entry)
+
+
+class ReasoningSegmentTool(_EngineTool):
+    name: str = "reasoning_segment"
+    description: str = (
+        "Find the object in an image that answers a question (reasoning segmentation). Input: an absolute image "
+        "path and a question. Returns the answer's box [x1, y1, x2, y2], score, the scorer's reasoning, a result_id "
+        "and an image of the mask drawn on the picture.")
+    args_schema: type[BaseModel] = SegmentInput
+
+    def _job(self, image_path: str, question: str, top_k: int = 3, mode: str | None = None, merge: bool = False):
+        return self.service.segment_job(question, image_path=image_path, top_k=top_k, mode=mode, merge=merge)
+
+
+class DiscoverCandidatesTool(_EngineTool):
+    name: str = "discover_candidates"
+    description: str = (
+        "Stage 1 of reasoning segmentation: candidate object masks from where the vision-language model looks when "
+        "reading the question, unscored. Returns numbered candidates (boxes, areas) with a result_id, and an image "
+        "of the numbered candidates. Follow with score_candidates(result_id).")
+    args_schema: type[BaseModel] = DiscoverInput
+    preview_kind: str = "candidates"
+
+    def _job(self, image_path: str, question: str):
+        return self.service.discover_job(question, image_path=image_path)
+
+
+class ScoreCandidatesTool(_EngineTool):
+    name: str = "score_candidates"
+    description: str = (
+        "Stage 2: the vision-language model scores the candidates of an earlier result (all or some, optionally for "
+        "another question) and the best one becomes the answer. Returns box, score, reasoning, a new result_id and "
+        "an image of the answer.")
+    args_schema: type[BaseModel] = ScoreInput
+
+    def _job(self, result_id: str, question: str | None = None, candidates: list[int] | None = None,
+             mode: str | None = None, top_k: int = 3, merge: bool = False):
+        return self.service.score_job(result_id, question, candidates, mode=mode, top_k=top_k, merge=merge)
+
+
+class Rea2SegToolkit(BaseToolkit):
+    """The three Rea2Seg tools over one engine.
+
+    preset: a model preset name (loaded once, here), or pipeline: an already loaded ``Rea2Seg``; neither means
+    preset "default". allowed_dirs: directories the tools may read images from (the model only ever names paths;
+    anything outside, or a symlink leading out, is refused). max_queue: calls that may wait while one runs (async
+    use) before "busy". max_results: results kept for score_candidates. include_image: add a preview image to the
+    content (turn off for text-only models).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    preset: str | None = None
+    pipeline: Any = None
+    allowed_dirs: list[str] = Field(default_factory=list)
+    device: str | None = None
+    max_queue: int = 8
+    max_results: int = 32
+    include_image: bool = True
+    _service: SegmentationService = PrivateAttr()
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.preset and self.pipeline is not None:
+            raise ValueError("give either preset= or pipeline=, not both")
+        try:
+            allowed = AllowedDirs([str(d) for d in self.allowed_dirs])
+        except Rea2SegError as e:
+            raise ValueError(str(e)) from None
+        pipeline = self.pipeline
+        if pipeline is None:
+            from rea2seg import Rea2Seg
+
+            pipeline = Rea2Seg.from_preset(self.preset or "default", device=self.device)
+            self.pipeline = pipeline
+        self._service = SegmentationService(pipeline, allowed_dirs=allowed, output_dir=OutputDir(None),
+                                            max_queue=self.max_queue, max_results=self.max_results)
+
+    @property
+    def service(self) -> SegmentationService:
+        return self._service
+
+    def get_tools(self) -> list[BaseTool]:
+        kw = {"service": self._service, "include_image": self.include_image}
+        return [ReasoningSegmentTool(**kw), DiscoverCandidatesTool(**kw), ScoreCandidatesTool(**kw)]
