@@ -331,7 +331,7 @@ class LabelMeDataset(EvalDataset):
 
     def __init__(self, folder: Path, split: str | None, texts: str = "first", category_key: str | None = None,
                  require_category: bool = False) -> None:
-        super().__init__(folder.name, split)
+        super().__init__(folder.parent.name if _file_split(folder / "x") else folder.name, split)
         if texts not in ("first", "all"):
             raise InputError(f"texts must be 'first' or 'all', got {texts!r}")
         self.folder = folder
@@ -788,7 +788,8 @@ def open_dataset(path: str | Path, split: str | None = None, *, kind: str = "aut
             if len(splits) > 1:
                 raise InputError(f"{root} holds several splits ({', '.join(splits)}); choose one with --split")
             split = splits[0] if splits else None
-        return ParquetDataset(chosen, split, root.name, columns, texts, sgdr)
+        return ParquetDataset(chosen, split, root.parent.name if root.name == "data" else root.name, columns, texts,
+                              sgdr)
     # LabelMe layout
     category_key = columns.pop("category", None)
     unknown = sorted(set(columns) - {"category"})

@@ -1,0 +1,136 @@
+"""Mask-scoring training data (the paper converts its CoT data into a mask-scoring set): for every sample, the
+candidates discovery finds, each candidate's IoU with the ground truth (LISA's metric), the visual prompt the scorer
+sees for it, and a target score ``round(10 * IoU)``. Written as JSONL + PNGs, resumable like ``rea2seg eval``.
+
+Layout of the output folder:
+    run.json                       what produced it (dataset, model)
+    samples.jsonl                  one line per sample (see ``sample_record``)
+    summary.json                   counts, target-score histogram, candidate recall
+    images/<id>.png                the image
+    targets/<id>.png               ground truth, LISA encoding (0 background, 1 target, 255 ignore)
+    masks/<id>_c<k>.png            candidate k (0/255)
+    prompts/<id>_c<k>.png          candidate k drawn on the image as the scorer sees it
+    prompts/<id>_sheet.png         all candidates numbered on one image (the comparative scorer's view)
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .datasets import EvalDataset, Sample, SkippedSample
+from .errors import InputError
+from .evaluate import (RUN_FILE, ResultLog, _exclusive, _Progress, _select, _warn, _write_json,
+                       prepare_out_dir)
+from .images import atomic_write_bytes, png_bytes, save_image, save_mask
+from .metrics import intersection_union, iou_from
+
+SAMPLES_FILE, EXPORT_SUMMARY_FILE = "samples.jsonl", "summary.json"
+EXPORT_DIRS = ("images", "targets", "masks", "prompts")
+
+
+def target_score(iou: float, scale: int = 10) -> int:
+    """IoU in [0, 1] -> integer score 0..scale, rounding halves up (0.25 -> 3 for scale 10)."""
+    return int(math.floor(min(max(iou, 0.0), 1.0) * scale + 0.5))
+
+
+def _renderers():
+    """The scorer's own visual prompts: one overlay per candidate, and the numbered sheet."""
+    from . import render
+
+    return render.overlay, render.candidate_sheet
+
+
+def sample_record(sample: Sample, candidates, scale: int = 10) -> dict:
+    """The JSONL record of one sample (paths relative to the export folder)."""
+    sid = sample.id
+    cands = []
+    for k in range(len(candidates)):
+        inter, union = intersection_union(candidates.masks[k], sample.target)
+        iou = iou_from(inter, union)
+        cands.append({
+            "index": k, "mask": f"masks/{sid}_c{k}.png", "prompt": f"prompts/{sid}_c{k}.png",
+            "iou": round(iou, 6), "target_score": target_score(iou, scale), "intersection": inter, "union": union,
+            "box_xyxy": [round(float(v), 1) for v in candidates.boxes[k]], "area": int(candidates.masks[k].sum()),
+            "source": candidates.sources[k], "sam_score": round(float(candidates.sam_scores[k]), 4),
+            "attention_score": round(float(candidates.attention_scores[k]), 4),
+        })
+    best = max(range(len(cands)), key=lambda k: cands[k]["iou"]) if cands else None
+    return {"id": sid, "question": sample.question, "texts": sample.texts, "category": sample.category,
+            "is_sentence": sample.is_sentence, "size": list(sample.target.shape), "image": f"images/{sid}.png",
+            "target": f"targets/{sid}.png", "sheet": f"prompts/{sid}_sheet.png" if cands else None,
+            "score_scale": scale, "best_index": best, "candidates": cands}
+
+
+def _write_sample_files(out: Path, sample: Sample, candidates, overlay, sheet) -> None:
+    sid = sample.id
+    save_image(out / "images" / f"{sid}.png", sample.image, overwrite=True)
+    atomic_write_bytes(out / "targets" / f"{sid}.png", png_bytes(sample.target), overwrite=True)
+    for k in range(len(candidates)):
+        save_mask(out / "masks" / f"{sid}_c{k}.png", candidates.masks[k], overwrite=True)
+        save_image(out / "prompts" / f"{sid}_c{k}.png", overlay(sample.image, candidates.masks[k]), overwrite=True)
+    if len(candidates):
+        save_image(out / "prompts" / f"{sid}_sheet.png", sheet(sample.image, candidates), overwrite=True)
+
+
+def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *, limit: int | None = None,
+                        force: bool = False, model_info: dict | None = None, scale: int = 10,
+                        progress: bool = True, pipeline_factory: Callable[[], object] | None = None) -> dict:
+    """Run discovery on every selected sample and write the mask-scoring set to ``out_dir`` (resuming a previous
+    export there). Returns the summary: n_samples, n_skipped, n_candidates, score_histogram (count per target score),
+    candidate_recall (mean over samples of the best candidate IoU, 0 without candidates), n_without_candidates."""
+    out = Path(out_dir)
+    keys = _select(dataset, limit)
+    run_info = {"export": "mask-scoring", "dataset": dataset.identity(), "model": model_info or {}, "scale": scale}
+    prepare_out_dir(out, run_info, force, files=(RUN_FILE, SAMPLES_FILE, EXPORT_SUMMARY_FILE), dirs=EXPORT_DIRS)
+    overlay, sheet = _renderers()
+    with _exclusive(out):
+        for d in EXPORT_DIRS:
+            (out / d).mkdir(exist_ok=True)
+        log = ResultLog(out / SAMPLES_FILE)
+        records = log.load()
+        todo = [k for k in keys if k not in records]
+        bar = _Progress(len(keys), len(keys) - len(todo), "export", progress)
+        try:
+            if todo and pipe is None:
+                pipe = pipeline_factory() if pipeline_factory else None
+                if pipe is None:
+                    raise InputError("no pipeline given")
+            for sample in dataset.iter_samples(todo):
+                if isinstance(sample, SkippedSample):
+                    _warn(f"skipped {sample.id}: {sample.reason}")
+                    rec = {"id": sample.id, "skipped": sample.reason}
+                else:
+                    try:
+                        found = pipe.discover(sample.image, sample.question)
+                    except InputError as e:
+                        _warn(f"skipped {sample.id}: {e}")
+                        rec = {"id": sample.id, "skipped": f"pipeline refused it: {e}"}
+                    else:
+                        _write_sample_files(out, sample, found.candidates, overlay, sheet)
+                        rec = sample_record(sample, found.candidates, scale)
+                log.append(rec)
+                records[rec["id"]] = rec
+                bar.update()
+        finally:
+            bar.close()
+        summary = export_summary([records[k] for k in keys if k in records], scale)
+        summary.update({"dataset": dataset.identity(), "split": dataset.split, "model": model_info or {},
+                        "complete": all(k in records for k in keys)})
+        _write_json(out / EXPORT_SUMMARY_FILE, summary)
+    return summary
+
+
+def export_summary(records: list[dict], scale: int = 10) -> dict:
+    done = [r for r in records if "skipped" not in r]
+    scores = [c["target_score"] for r in done for c in r["candidates"]]
+    # a sample without candidates has recall 0
+    best = [max((c["iou"] for c in r["candidates"]), default=0.0) for r in done]
+    return {"n_samples": len(done), "n_skipped": len(records) - len(done), "n_candidates": len(scores),
+            "n_without_candidates": sum(1 for r in done if not r["candidates"]),
+            "score_histogram": np.bincount(np.asarray(scores, int), minlength=scale + 1).tolist(),
+            "candidate_recall": round(float(np.mean(best)), 6) if best else None,
+            "skipped": [{"id": r["id"], "reason": r["skipped"]} for r in records if "skipped" in r]}
