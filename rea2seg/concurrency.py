@@ -11,8 +11,6 @@ import threading
 from collections import deque
 from typing import Callable, TypeVar
 
-import anyio
-
 from .errors import BusyError, Cancelled
 
 T = TypeVar("T")
@@ -76,6 +74,8 @@ class EngineGate:
         request leaves the queue, or, if already running, its ``cancelled()`` flag is set and the slot is freed when
         the engine stops at its next check.
         """
+        import anyio  # only the async doors need it (they install it); the engine itself does not
+
         ticket = self._admit(None)
         try:
             return await anyio.to_thread.run_sync(self._run_ticket, ticket, job, abandon_on_cancel=True)

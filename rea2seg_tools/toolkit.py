@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import json
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import anyio
 from langchain_core.messages.content import create_image_block, create_text_block
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from rea2seg.errors import Rea2SegError
 from rea2seg.paths import AllowedDirs, OutputDir
@@ -57,11 +57,17 @@ def _tool_errors():
         raise ToolException(str(e)) from None
 
 
+def _argument_errors(e: ValidationError) -> str:
+    """A pydantic error as one line the model can act on."""
+    return "invalid arguments: " + "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in e.errors())
+
+
 class _EngineTool(BaseTool):
     model_config = ConfigDict(arbitrary_types_allowed=True)
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
     handle_tool_error: bool = True
-    handle_validation_error: bool = True
+    handle_validation_error: Callable[[ValidationError], str] = _argument_errors
     service: SegmentationService = Field(exclude=True)
     include_image: bool = Field(True, description="Add a preview image block to the content")
     preview_kind: str = "overlay"
