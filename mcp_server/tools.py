@@ -122,7 +122,12 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
         with _user_errors():
             job = service.segment_job(question, image_path, image_base64, top_k=top_k, mode=mode, merge=merge)
             entry = await run(job, ctx)
-            return segment_result(entry, preview)
+            return await anyio.to_thread.run_sync(segment_result, entry, preview)
+
+    def discover_result(entry: AgentResult, preview: str) -> CallToolResult:
+        png = service.preview(entry, preview)
+        out = DiscoverOutput.model_validate({**entry.to_json(), "preview": _preview_info(preview, png)})
+        return _result(out, png)
 
     @mcp.tool(annotations=READ_ONLY)
     async def discover_candidates(ctx: Context, *, image_path: ImagePath = None, question: Question,
@@ -135,9 +140,7 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
         score_candidates(result_id) to pick the answer."""
         with _user_errors():
             entry = await run(service.discover_job(question, image_path, image_base64), ctx)
-            png = service.preview(entry, preview)
-            out = DiscoverOutput.model_validate({**entry.to_json(), "preview": _preview_info(preview, png)})
-            return _result(out, png)
+            return await anyio.to_thread.run_sync(discover_result, entry, preview)
 
     @mcp.tool(annotations=READ_ONLY)
     async def score_candidates(ctx: Context, *,
@@ -157,7 +160,21 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
         with _user_errors():
             job = service.score_job(result_id, question, candidates, mode=mode, top_k=top_k, merge=merge)
             entry = await run(job, ctx)
-            return segment_result(entry, preview)
+            return await anyio.to_thread.run_sync(segment_result, entry, preview)
+
+    def mask_result(entry: AgentResult, candidate: int | None, format: str, save: bool,
+                    filename: str | None) -> CallToolResult:
+        mask = entry.candidate_mask(candidate)
+        saved = service.save_mask(entry, candidate, filename) if save or filename else None
+        png = service.preview(entry, "mask", candidate) if format == "png" else None
+        uri = (MASK_URI.format(result_id=entry.result_id) if candidate is None
+               else CANDIDATE_URI.format(result_id=entry.result_id, index=candidate))
+        out = MaskOutput(result_id=entry.result_id, candidate=candidate, format=format,
+                         image_size=[int(mask.shape[1]), int(mask.shape[0])], mask_area=int(mask.sum()),
+                         box_xyxy=[float(v) for v in masks_to_boxes(mask[None])[0]], mask_uri=uri,
+                         rle=images.rle_encode(mask) if format == "rle" else None,
+                         saved_path=str(saved) if saved else None, preview=_preview_info("mask", png))
+        return _result(out, png)
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                           open_world_hint=False))
@@ -176,19 +193,7 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
         """A mask of an earlier result: the answer (default) or one candidate, as PNG or RLE, optionally saved."""
         with _user_errors():
             entry = service.get(result_id)
-            mask = entry.candidate_mask(candidate)
-            saved = None
-            if save or filename:
-                saved = await anyio.to_thread.run_sync(service.save_mask, entry, candidate, filename)
-            png = service.preview(entry, "mask", candidate) if format == "png" else None
-            box = [float(v) for v in masks_to_boxes(mask[None])[0]]
-            uri = (MASK_URI.format(result_id=result_id) if candidate is None
-                   else CANDIDATE_URI.format(result_id=result_id, index=candidate))
-            out = MaskOutput(result_id=result_id, candidate=candidate, format=format,
-                             image_size=[int(mask.shape[1]), int(mask.shape[0])], mask_area=int(mask.sum()),
-                             box_xyxy=box, mask_uri=uri, rle=images.rle_encode(mask) if format == "rle" else None,
-                             saved_path=str(saved) if saved else None, preview=_preview_info("mask", png))
-            return _result(out, png)
+            return await anyio.to_thread.run_sync(mask_result, entry, candidate, format, save, filename)
 
     @mcp.tool(annotations=READ_ONLY)
     async def server_status() -> Annotated[CallToolResult, StatusOutput]:
