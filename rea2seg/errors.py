@@ -44,3 +44,9 @@ class BusyError(ResourceError):
 
 class OutputExistsError(InputError, FileExistsError):
     """An output file exists and ``--force`` / ``overwrite=True`` was not given."""
+
+
+class Cancelled(Rea2SegError):
+    """The caller cancelled the run (ComfyUI interrupt, MCP cancellation)."""
+
+    exit_code = 130

@@ -100,13 +100,17 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode(), overwrite=True)
 
 
+def make_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output folder {out_dir} is a file; give a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
 def prepare_out_dir(out_dir: Path, run_info: dict, force: bool, files: Sequence[str] = OUTPUT_FILES,
                     dirs: Sequence[str] = (MASKS_DIR,)) -> None:
     """Create ``out_dir`` for a run described by ``run_info``; resume if it holds the same run, refuse otherwise
     (unless ``force``, which deletes this tool's ``files`` and ``dirs`` there, nothing else, and starts over)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output folder {out_dir} is a file; give a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out_dir)
     run_path = out_dir / RUN_FILE
     ours = [out_dir / f for f in files if (out_dir / f).exists()]
     if force:
@@ -309,11 +313,12 @@ def evaluate_pipeline(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *,
     keys = _select(dataset, limit)
     run_info = {"dataset": dataset.identity(), "model": model_info or {}, "mode": mode, "merge": merge,
                 "top_k": top_k if merge else None}
-    prepare_out_dir(out, run_info, force)
     header = {"dataset": {**dataset.identity(), "notes": dataset.notes}, "split": dataset.split,
               "model": model_info or {}, "method": method, "top_k_reported": top_k}
     ks = sorted({1, top_k})
+    make_out_dir(out)
     with _exclusive(out):
+        prepare_out_dir(out, run_info, force)
         log = ResultLog(out / RESULTS_FILE)
         records = log.load()
         todo = [k for k in keys if k not in records]

@@ -23,7 +23,7 @@ import numpy as np
 
 from .datasets import EvalDataset, Sample, SkippedSample
 from .errors import InputError
-from .evaluate import (RUN_FILE, ResultLog, _exclusive, _Progress, _select, _warn, _write_json,
+from .evaluate import (RUN_FILE, ResultLog, _exclusive, _Progress, _select, _warn, _write_json, make_out_dir,
                        prepare_out_dir)
 from .images import atomic_write_bytes, png_bytes, save_image, save_mask
 from .metrics import intersection_union, iou_from
@@ -85,9 +85,10 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
     out = Path(out_dir)
     keys = _select(dataset, limit)
     run_info = {"export": "mask-scoring", "dataset": dataset.identity(), "model": model_info or {}, "scale": scale}
-    prepare_out_dir(out, run_info, force, files=(RUN_FILE, SAMPLES_FILE, EXPORT_SUMMARY_FILE), dirs=EXPORT_DIRS)
     overlay, sheet = _renderers()
+    make_out_dir(out)
     with _exclusive(out):
+        prepare_out_dir(out, run_info, force, files=(RUN_FILE, SAMPLES_FILE, EXPORT_SUMMARY_FILE), dirs=EXPORT_DIRS)
         for d in EXPORT_DIRS:
             (out / d).mkdir(exist_ok=True)
         log = ResultLog(out / SAMPLES_FILE)

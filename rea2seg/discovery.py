@@ -1,0 +1,350 @@
+"""Stage 1, candidate discovery: the VLM reads the image and the question, its text->image attention becomes a heat
+map, the map's peaks become SAM prompts, and SAM's masks, de-duplicated, are the candidates."""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .attention import (heatmap_from_grids, image_token_span, layer_band, record_attention, token_grid, upsample)
+from .candidates import Candidates, masks_to_boxes
+from .config import DiscoveryConfig
+from .errors import InputError
+from .image_cache import ImageCache, ImageEntry
+from .loading import VLM, SamModel
+from .parsing import parse_proposals
+from .progress import CancelCheck, Progress, check_cancel
+from .prompting import chat_inputs, to_device
+from .segmenter import PromptBatch, decode_prompts, embed_image, stability_scores, upscale_masks
+
+DISCOVERY_PROMPT = "{question}"
+PROPOSAL_PROMPT = (
+    'Please find "{question}" with bboxs and points. Compare the difference between object(s) and find the most '
+    "closely matched object(s). Output the bbox(es) and point(s) inside the interested object(s) in JSON format, "
+    'i.e., [{{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}}].')
+
+
+@dataclass
+class Discovery:
+    """Discovery's output. heatmap: (H, W) float32 in [0, 1]; grid: (h, w) float32 token-grid map; peaks: (K, 2)
+    float32 xy in image pixels; image: (H, W, 3) uint8 (the normalised input)."""
+
+    candidates: Candidates
+    heatmap: np.ndarray
+    grid: np.ndarray
+    peaks: np.ndarray
+    image: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+# ---- VLM attention --------------------------------------------------------------------------------------------------
+
+def _supports_encoder_outputs(vlm: VLM) -> bool:
+    return "mm_encoder_outputs" in inspect.signature(vlm.model.forward).parameters
+
+
+@torch.inference_mode()
+def vision_features(vlm: VLM, inputs) -> object:
+    """The vision tower's output for the one image in ``inputs`` (cacheable; passed back as
+    ``mm_encoder_outputs``)."""
+    kwargs = {"image_grid_thw": inputs["image_grid_thw"]} if "image_grid_thw" in inputs else {}
+    return vlm.model.model.get_image_features(inputs["pixel_values"].to(vlm.device, vlm.dtype), return_dict=True,
+                                             **{k: v.to(vlm.device) for k, v in kwargs.items()})
+
+
+@torch.inference_mode()
+def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], entry: ImageEntry | None = None
+                   ) -> torch.Tensor:
+    """One forward pass recording the attention of the prompt's text rows (after the image) over the image tokens in
+    ``layers``; returns the (h, w) token-grid map (mean over layers, heads and rows)."""
+    inputs = chat_inputs(vlm, [[image, text]])
+    ids = inputs["input_ids"][0]
+    s, e = image_token_span(ids, vlm.image_token_id)
+    rows = torch.arange(e + 1, ids.shape[0])  # question + template text after <|vision_end|>
+    feed = to_device(vlm, inputs)
+    if entry is not None and _supports_encoder_outputs(vlm):
+        key = ("vlm-features", id(vlm.model), tuple(inputs["image_grid_thw"][0].tolist())
+               if "image_grid_thw" in inputs else None)
+        feats = entry.get_or_compute(key, lambda: vision_features(vlm, inputs))
+        feed.pop("pixel_values")
+        feed["mm_encoder_outputs"] = {"image": feats}
+    with vlm.lock, record_attention(rows, slice(s, e), set(layers)) as rec:
+        vlm.model(**feed, logits_to_keep=1, use_cache=False)
+    if not rec.out:
+        raise RuntimeError(f"no attention was recorded: {vlm.source} does not use Rea2Seg's attention function "
+                           f"({vlm.model.config.get_text_config()._attn_implementation})")
+    probs = torch.stack([rec.out[l][0] for l in sorted(rec.out)])  # (L, H, R, n_img)
+    per_token = probs.float().mean(dim=(0, 1, 2)).cpu()
+    grid_thw = inputs["image_grid_thw"][0] if "image_grid_thw" in inputs else None
+    if grid_thw is None:  # square grid without merge (LLaVA-style)
+        side = int(round(per_token.numel() ** 0.5))
+        return per_token.reshape(side, side)
+    return token_grid(per_token, grid_thw, vlm.merge_size)
+
+
+# ---- peaks -> prompts -----------------------------------------------------------------------------------------------
+
+def find_peaks(grid: torch.Tensor, threshold: float, min_distance: int, max_peaks: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Local maxima of an (h, w) map with value >= threshold * max, at least ``min_distance`` cells apart (greedy,
+    strongest first), at most ``max_peaks``. Returns (K, 2) float32 (row, col) refined to sub-cell precision by the
+    3x3 weighted centroid, and (K,) values. The global maximum is always returned for a non-empty map."""
+    g = grid.float()
+    k = 2 * max(min_distance, 1) + 1
+    pooled = F.max_pool2d(g[None, None], k, stride=1, padding=k // 2)[0, 0]
+    gmax = float(g.max())
+    cand = ((g >= pooled) & (g >= threshold * gmax)).nonzero().tolist()
+    cand.sort(key=lambda rc: -float(g[rc[0], rc[1]]))
+    kept: list[tuple[int, int]] = []
+    for r, c in cand:
+        if all(max(abs(r - r2), abs(c - c2)) >= min_distance for r2, c2 in kept):
+            kept.append((r, c))
+        if len(kept) >= max_peaks:
+            break
+    if not kept:
+        idx = int(torch.argmax(g))
+        kept = [(idx // g.shape[1], idx % g.shape[1])]
+    h, w = g.shape
+    out = []
+    for r, c in kept:
+        r0, r1, c0, c1 = max(r - 1, 0), min(r + 2, h), max(c - 1, 0), min(c + 2, w)
+        patch = g[r0:r1, c0:c1].clamp(min=0)
+        tot = float(patch.sum())
+        if tot > 0:
+            rr, cc = torch.meshgrid(torch.arange(r0, r1, dtype=torch.float32),
+                                    torch.arange(c0, c1, dtype=torch.float32), indexing="ij")
+            out.append((float((patch * rr).sum()) / tot, float((patch * cc).sum()) / tot))
+        else:
+            out.append((float(r), float(c)))
+    values = np.array([float(g[r, c]) for r, c in kept], np.float32)
+    return np.array(out, np.float32).reshape(-1, 2), values
+
+
+def peak_region_box(grid: torch.Tensor, peak_rc: tuple[int, int], level: float) -> tuple[int, int, int, int]:
+    """Box (r0, c0, r1, c1), end-exclusive, of the 4-connected region around the peak where grid >= level * peak."""
+    g = grid.cpu().numpy()
+    h, w = g.shape
+    r, c = peak_rc
+    thr = level * g[r, c]
+    seen = np.zeros_like(g, bool)
+    stack, rows, cols = [(r, c)], [], []
+    seen[r, c] = True
+    while stack:
+        y, x = stack.pop()
+        rows.append(y)
+        cols.append(x)
+        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            ny, nx = y + dy, x + dx
+            if 0 <= ny < h and 0 <= nx < w and not seen[ny, nx] and g[ny, nx] >= thr:
+                seen[ny, nx] = True
+                stack.append((ny, nx))
+    return min(rows), min(cols), max(rows) + 1, max(cols) + 1
+
+
+def prompts_from_peaks(grid: torch.Tensor, peaks_rc: np.ndarray, image_hw: tuple[int, int], config: DiscoveryConfig
+                       ) -> tuple[PromptBatch, list[str], np.ndarray]:
+    """Each peak -> a positive point prompt (+ the other peaks as negatives, if asked) and, if asked, a second prompt
+    with the same point plus the box of the peak's region. Returns the prompts, their sources, and the peak points
+    (K, 2) xy in image pixels."""
+    H, W = image_hw
+    h, w = grid.shape
+    xy = np.stack([(peaks_rc[:, 1] + 0.5) / w * W, (peaks_rc[:, 0] + 0.5) / h * H], 1).astype(np.float32)
+    xy[:, 0] = xy[:, 0].clip(0, W - 1)
+    xy[:, 1] = xy[:, 1].clip(0, H - 1)
+    k = len(xy)
+    n_points = k if config.negative_points else 1
+    points, labels, boxes, sources = [], [], [], []
+    for i in range(k):
+        pts = [xy[i]] + ([xy[j] for j in range(k) if j != i] if config.negative_points else [])
+        lab = [1] + [0] * (len(pts) - 1)
+        pts += [np.zeros(2, np.float32)] * (n_points - len(pts))
+        lab += [-1] * (n_points - len(lab))
+        points.append(pts)
+        labels.append(lab)
+        boxes.append([np.nan] * 4)
+        sources.append(f"peak:{i}")
+        if config.box_prompts:
+            rc = (int(round(float(peaks_rc[i, 0]))), int(round(float(peaks_rc[i, 1]))))
+            rc = (min(max(rc[0], 0), h - 1), min(max(rc[1], 0), w - 1))
+            r0, c0, r1, c1 = peak_region_box(grid, rc, config.box_level)
+            points.append(pts)
+            labels.append(lab)
+            boxes.append([c0 / w * W, r0 / h * H, c1 / w * W, r1 / h * H])
+            sources.append(f"box:{i}")
+    batch = PromptBatch(np.array(points, np.float32).reshape(len(points), n_points, 2),
+                        np.array(labels, np.int64).reshape(len(points), n_points), np.array(boxes, np.float32))
+    return batch, sources, xy
+
+
+def proposal_prompts(vlm: VLM, image: Image.Image, question: str, max_new_tokens: int
+                     ) -> tuple[PromptBatch | None, list[str], str]:
+    """Ask the VLM for boxes/points in JSON (Seg-Zero / VisionReasoner format) and turn them into SAM prompts in image
+    pixels. Qwen2.5-VL answers in the resized input's pixels, Qwen2-VL/Qwen3-VL on a 0..1000 scale. An unparsable
+    reply gives no prompts."""
+    inputs = chat_inputs(vlm, [[image, PROPOSAL_PROMPT.format(question=question)]])
+    with vlm.lock, torch.inference_mode():
+        out = vlm.model.generate(**to_device(vlm, inputs), max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=vlm.tokenizer.pad_token_id)
+    reply = vlm.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+    W, H = image.size
+    if vlm.family == "qwen2_5_vl" and "image_grid_thw" in inputs:
+        patch = int(getattr(vlm.config.vision_config, "patch_size", 14))
+        _, gh, gw = (int(v) for v in inputs["image_grid_thw"][0])
+        sx, sy = W / (gw * patch), H / (gh * patch)
+    else:
+        sx, sy = W / 1000.0, H / 1000.0
+    points, labels, boxes, sources = [], [], [], []
+    for i, (box, pts) in enumerate(parse_proposals(reply)):
+        pts = [[min(max(x * sx, 0), W - 1), min(max(y * sy, 0), H - 1)] for x, y in pts][:2]
+        b = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy] if box else [np.nan] * 4
+        if not pts and box:
+            pts = [[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]]
+        lab = [1] * len(pts) + [-1] * (2 - len(pts))
+        pts = pts + [[0.0, 0.0]] * (2 - len(pts))
+        points.append(pts)
+        labels.append(lab)
+        boxes.append(b)
+        sources.append(f"vlm:{i}")
+    if not points:
+        return None, [], reply
+    return (PromptBatch(np.array(points, np.float32), np.array(labels, np.int64), np.array(boxes, np.float32)),
+            sources, reply)
+
+
+# ---- SAM masks -> candidates ----------------------------------------------------------------------------------------
+
+def mask_iou_matrix(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, N) IoU."""
+    flat = masks.reshape(masks.shape[0], -1).astype(np.float32)
+    inter = flat @ flat.T
+    area = flat.sum(1)
+    union = area[:, None] + area[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS on mask IoU: indices kept, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    iou = mask_iou_matrix(masks)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, j] <= iou_threshold for j in keep):
+            keep.append(int(i))
+    return np.array(keep, np.int64)
+
+
+def _heat_in_low_frame(heatmap: np.ndarray, input_size: tuple[int, int], img_size: int, side: int) -> np.ndarray:
+    """The (H, W) heat map placed in SAM's low-res (side x side) frame (the image sits top-left, padded)."""
+    ih, iw = (max(1, round(v * side / img_size)) for v in input_size)
+    small = F.interpolate(torch.as_tensor(heatmap)[None, None], size=(ih, iw), mode="bilinear",
+                          align_corners=False)[0, 0].numpy()
+    out = np.zeros((side, side), np.float32)
+    out[:ih, :iw] = small
+    return out
+
+
+def masks_from_prompts(sam: SamModel, emb, prompts: PromptBatch, sources: list[str], heatmap: np.ndarray,
+                       config: DiscoveryConfig) -> Candidates:
+    """Batched SAM decoding, filtering by predicted IoU and stability (per prompt, the best mask always survives),
+    NMS at low resolution, then full-resolution post-processing of the survivors only."""
+    low, iou = decode_prompts(sam, emb, prompts, multimask=config.multimask, chunk=config.sam_chunk)
+    stab = stability_scores(low, sam.sam.mask_threshold, config.stability_offset)
+    n, m = iou.shape
+    iou_np, stab_np = iou.cpu().numpy(), stab.cpu().numpy()
+    good = (iou_np >= config.min_sam_iou) & (stab_np >= config.min_stability)
+    good[np.arange(n), iou_np.argmax(1)] = True
+    pi, mi = np.nonzero(good)
+    low_sel = low[pi, mi]
+    low_bin = (low_sel > sam.sam.mask_threshold).cpu().numpy()
+    nonempty = low_bin.reshape(len(pi), -1).any(1)
+    pi, mi, low_sel, low_bin = pi[nonempty], mi[nonempty], low_sel[torch.as_tensor(nonempty)], low_bin[nonempty]
+    H, W = emb.original_size
+    if len(pi) == 0:
+        return Candidates.empty(H, W)
+    heat_low = _heat_in_low_frame(heatmap, emb.input_size, sam.img_size, low.shape[-1])
+    mass_low = (low_bin * heat_low).reshape(len(pi), -1).sum(1) / max(float(heat_low.sum()), 1e-8)
+    rank_score = iou_np[pi, mi] * (0.5 + mass_low)
+    keep = mask_nms(low_bin, rank_score, config.nms_iou)[: 2 * config.max_candidates]
+    full = upscale_masks(sam, emb, low_sel[torch.as_tensor(keep)])
+    areas = full.reshape(len(keep), -1).sum(1)
+    ok = areas >= max(1.0, config.min_area_fraction * H * W)
+    keep, full = keep[ok], full[ok]
+    # NMS again at full resolution (low-res IoU can miss near-duplicates), then cap
+    total_heat = max(float(heatmap.sum()), 1e-8)
+    mass = (full * heatmap[None]).reshape(len(keep), -1).sum(1) / total_heat
+    order = mask_nms(full, iou_np[pi[keep], mi[keep]] * (0.5 + mass), config.nms_iou)[: config.max_candidates]
+    keep, full, mass = keep[order], full[order], mass[order]
+    pts = prompts.points[pi[keep], 0].copy()
+    pts[prompts.labels[pi[keep], 0] != 1] = np.nan
+    return Candidates(full, masks_to_boxes(full), pts, iou_np[pi[keep], mi[keep]], mass,
+                      [f"{sources[p]}/m{mm}" for p, mm in zip(pi[keep], mi[keep])])
+
+
+def discover_candidates(vlm: VLM, sam: SamModel, image: np.ndarray, question: str,
+                        config: DiscoveryConfig = DiscoveryConfig(), cache: ImageCache | None = None,
+                        progress: Progress | None = None, cancel: CancelCheck | None = None) -> Discovery:
+    """image: (H, W, 3) uint8 RGB; question: the user's question. Returns the candidates (at most
+    ``config.max_candidates``), the heat map and the peaks. Stages report to ``progress(stage, done, total)``."""
+    if not isinstance(question, str) or not question.strip():
+        raise InputError("the question is empty; ask something about the image, e.g. 'the cup nearest the laptop'")
+    timings: dict[str, float] = {}
+    entry = cache.entry(image) if cache is not None else ImageEntry()
+    pil = Image.fromarray(image)
+    H, W = image.shape[:2]
+    layers = layer_band(vlm.num_layers, config.layer_band)
+
+    def stage(name: str, i: int, total: int = 4):
+        check_cancel(cancel)
+        if progress:
+            progress(name, i, total)
+
+    stage("attention", 0)
+    t = time.perf_counter()
+    grid_q = attention_grid(vlm, pil, DISCOVERY_PROMPT.format(question=question.strip()), layers, entry)
+    grid_g = None
+    if config.relative_to_generic:
+        key = ("generic-grid", id(vlm.model), tuple(layers), config.generic_prompt)
+        grid_g = entry.get_or_compute(key, lambda: attention_grid(vlm, pil, config.generic_prompt, layers, entry))
+    grid = heatmap_from_grids(grid_q, grid_g, config.sink_quantile, config.smooth_sigma)
+    heatmap = upsample(grid, (H, W))
+    timings["attention"] = (time.perf_counter() - t) * 1000
+
+    stage("prompts", 1)
+    t = time.perf_counter()
+    peaks_rc, _ = find_peaks(grid, config.peak_threshold, config.peak_min_distance, config.max_peaks)
+    prompts, sources, peaks_xy = prompts_from_peaks(grid, peaks_rc, (H, W), config)
+    if config.vlm_proposals:
+        extra, extra_sources, _ = proposal_prompts(vlm, pil, question, config.max_new_tokens_proposals)
+        if extra is not None:
+            prompts, sources = _concat_prompts(prompts, extra), sources + extra_sources
+    timings["prompts"] = (time.perf_counter() - t) * 1000
+
+    stage("sam_embedding", 2)
+    t = time.perf_counter()
+    emb = entry.get_or_compute(("sam-embedding", id(sam.sam)), lambda: embed_image(sam, image))
+    timings["sam_embedding"] = (time.perf_counter() - t) * 1000
+
+    stage("sam_masks", 3)
+    t = time.perf_counter()
+    candidates = masks_from_prompts(sam, emb, prompts, sources, heatmap, config)
+    timings["sam_masks"] = (time.perf_counter() - t) * 1000
+    if progress:
+        progress("discovered", 4, 4)
+    return Discovery(candidates, heatmap, grid.cpu().numpy().astype(np.float32), peaks_xy, image, timings)
+
+
+def _concat_prompts(a: PromptBatch, b: PromptBatch) -> PromptBatch:
+    p = max(a.points.shape[1], b.points.shape[1])
+
+    def pad(x: PromptBatch):
+        k = p - x.points.shape[1]
+        return (np.concatenate([x.points, np.zeros((len(x), k, 2), np.float32)], 1),
+                np.concatenate([x.labels, -np.ones((len(x), k), np.int64)], 1))
+
+    (pa, la), (pb, lb) = pad(a), pad(b)
+    return PromptBatch(np.concatenate([pa, pb]), np.concatenate([la, lb]), np.concatenate([a.boxes, b.boxes]))

@@ -1,0 +1,199 @@
+"""``Rea2Seg``: the pipeline every door calls (discover -> score -> select, or ``segment`` for all three)."""
+from __future__ import annotations
+
+import functools
+import gc
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from .candidates import Candidates, SegmentationResult
+from .config import DiscoveryConfig, PipelineConfig, ScoringConfig, SCORING_MODES
+from .discovery import Discovery, discover_candidates
+from .errors import InputError, ResourceError
+from .image_cache import ImageCache
+from .images import ImageLike, load_image
+from .loading import VLM, SamModel, forget_vlm, load_sam, load_vlm
+from .presets import get_preset, tiny_models_dir
+from .progress import CancelCheck, Progress
+from .scoring import score_candidates
+from .selection import select_mask
+from .tiny import MEANINGLESS, ensure_tiny_models
+
+MAX_QUESTION_TOKENS = 512
+
+
+def _friendly_errors(fn):
+    """Turn out-of-memory errors into one clear ``ResourceError``."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except torch.OutOfMemoryError as e:
+            self.clear_cache()
+            raise ResourceError(f"out of memory on {self.vlm.device} ({str(e).splitlines()[0][:120]}); lower "
+                                f"vlm_max_pixels or scoring batch_size, use the 'small' preset, or free GPU memory") \
+                from None
+    return wrapper
+
+
+class Rea2Seg:
+    """Reasoning segmentation: image + question -> mask.
+
+    vlm: the discovery VLM (and the scorer unless ``scorer`` is given); sam: a loaded SAM; config: pipeline settings.
+    Build it with ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=..., sam=...)``.
+    """
+
+    def __init__(self, vlm: VLM, sam: SamModel, scorer: VLM | None = None, config: PipelineConfig | None = None,
+                 name: str = "custom", warning: str | None = None):
+        self.vlm = vlm
+        self.sam = sam
+        self.scorer = scorer or vlm
+        self.config = config or PipelineConfig()
+        self.name = name
+        self.warning = warning
+        self.cache = ImageCache(self.config.cache_images)
+
+    # ---- construction ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str = "default", *, device=None, dtype=None, config: PipelineConfig | None = None,
+                    download: bool = False) -> "Rea2Seg":
+        preset = get_preset(name)
+        if preset.random_weights:
+            vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())
+            return cls.from_pretrained(str(vlm_dir), str(sam_path), device=device, dtype=dtype,
+                                       config=config or preset.config, name=name, warning=MEANINGLESS)
+        return cls.from_pretrained(preset.vlm, preset.sam, scorer=preset.scorer, device=device, dtype=dtype,
+                                   config=config or preset.config, download=download, name=name)
+
+    @classmethod
+    def from_pretrained(cls, vlm: str, sam: str, *, sam_kind: str | None = None, scorer: str | None = None,
+                        device=None, dtype=None, config: PipelineConfig | None = None, download: bool = False,
+                        trust_remote_code: bool = False, name: str = "custom", warning: str | None = None
+                        ) -> "Rea2Seg":
+        """vlm: hub id or local directory; sam: checkpoint path or kind (vit_h / vit_l / vit_b); scorer: another VLM
+        for stage 2 (the same object is reused when it names the same model)."""
+        config = config or PipelineConfig()
+        max_pixels = config.discovery.vlm_max_pixels
+        v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels)
+        s = load_sam(sam, sam_kind, v.device, download)
+        sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels) if scorer else None
+        return cls(v, s, sc, config, name, warning)
+
+    # ---- stages ----------------------------------------------------------------------------------------------------
+    def _question(self, question) -> str:
+        if isinstance(question, bytes):
+            try:
+                question = question.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError("the question is not valid UTF-8 text; re-encode it as UTF-8") from None
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty; ask something about the image, e.g. 'the cup nearest the "
+                             "laptop'")
+        question = question.strip()
+        n = len(self.vlm.tokenizer.encode(question, add_special_tokens=False))
+        if n > MAX_QUESTION_TOKENS:
+            raise InputError(f"the question is {n} tokens long, over the limit of {MAX_QUESTION_TOKENS}; shorten it")
+        return question
+
+    @_friendly_errors
+    def discover(self, image: ImageLike, question: str, *, config: DiscoveryConfig | None = None,
+                 progress: Progress | None = None, cancel: CancelCheck | None = None) -> Discovery:
+        """Stage 1: candidates, heat map and peaks for ``question`` on ``image`` (path, PIL or (H, W, 3) uint8)."""
+        arr = load_image(image)
+        q = self._question(question)
+        return discover_candidates(self.vlm, self.sam, arr, q, config or self.config.discovery, self.cache, progress,
+                                   cancel)
+
+    @_friendly_errors
+    def score(self, image: ImageLike, question: str, candidates: Candidates, *, mode: str | None = None,
+              config: ScoringConfig | None = None, progress: Progress | None = None,
+              cancel: CancelCheck | None = None) -> Candidates:
+        """Stage 2: a scored copy of ``candidates`` (mode: yesno | reasoning | comparative)."""
+        cfg = self._scoring_config(mode, config)
+        arr = load_image(image)
+        if len(candidates) and candidates.image_size != arr.shape[:2]:
+            raise InputError(f"candidates are for a {candidates.image_size[1]}x{candidates.image_size[0]} image but "
+                             f"the image is {arr.shape[1]}x{arr.shape[0]}; score them on the image they came from")
+        return score_candidates(self.scorer, arr, self._question(question), candidates, cfg, progress, cancel)
+
+    def select(self, question: str, candidates: Candidates, *, top_k: int | None = None, merge: bool = False,
+               heatmap: np.ndarray | None = None, timings_ms: dict | None = None, mode: str | None = None
+               ) -> SegmentationResult:
+        """Stage 3: rank and pick (``merge`` unions the top-k masks for multi-object questions)."""
+        return select_mask(question, candidates, top_k or self.config.top_k, merge, heatmap, timings_ms,
+                           mode or self.config.scoring.mode, self.warning)
+
+    @_friendly_errors
+    def segment(self, image: ImageLike, question: str, *, top_k: int | None = None, mode: str | None = None,
+                merge: bool = False, progress: Progress | None = None, cancel: CancelCheck | None = None
+                ) -> SegmentationResult:
+        """All three stages. Returns the mask, its box, score and reasoning, every candidate ranked with scores, the
+        heat map and per-stage timings (ms)."""
+        t0 = time.perf_counter()
+        cfg = self._scoring_config(mode, None)
+        if self.config.seed is not None:
+            torch.manual_seed(self.config.seed)
+        arr = load_image(image)
+        q = self._question(question)
+        d = discover_candidates(self.vlm, self.sam, arr, q, self.config.discovery, self.cache, progress, cancel)
+        t = time.perf_counter()
+        scored = score_candidates(self.scorer, arr, q, d.candidates, cfg, progress, cancel)
+        timings = dict(d.timings_ms, scoring=(time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        result = select_mask(q, scored, top_k or self.config.top_k, merge, d.heatmap, timings, cfg.mode,
+                             self.warning)
+        result.timings_ms["selection"] = (time.perf_counter() - t) * 1000
+        result.timings_ms["total"] = (time.perf_counter() - t0) * 1000
+        return result
+
+    def _scoring_config(self, mode: str | None, config: ScoringConfig | None) -> ScoringConfig:
+        cfg = config or self.config.scoring
+        if mode is not None:
+            if mode not in SCORING_MODES:
+                raise InputError(f"unknown scoring mode {mode!r}; use one of {', '.join(SCORING_MODES)}")
+            cfg = replace(cfg, mode=mode)
+        return cfg
+
+    # ---- memory ----------------------------------------------------------------------------------------------------
+    def clear_cache(self) -> None:
+        self.cache.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def offload(self, device: str = "cpu") -> None:
+        """Move the models to ``device`` (e.g. between ComfyUI runs) and drop cached per-image work."""
+        self.clear_cache()
+        for m in {id(x): x for x in (self.vlm, self.scorer)}.values():
+            m.to(torch.device(device))
+        self.sam.to(torch.device(device))
+        self.clear_cache()
+
+    def to(self, device) -> "Rea2Seg":
+        for m in {id(x): x for x in (self.vlm, self.scorer)}.values():
+            m.to(torch.device(device))
+        self.sam.to(torch.device(device))
+        self.cache.clear()
+        return self
+
+    def unload(self) -> None:
+        """Forget the models (the shared registry too) so their memory can be freed."""
+        for m in (self.vlm, self.scorer):
+            forget_vlm(m)
+        self.clear_cache()
+
+    def status(self) -> dict:
+        return {
+            "name": self.name,
+            "vlm": self.vlm.source, "vlm_family": self.vlm.family,
+            "scorer": self.scorer.source, "scorer_shared": self.scorer is self.vlm,
+            "sam": str(self.sam.path), "sam_kind": self.sam.kind,
+            "device": str(self.vlm.device), "dtype": str(self.vlm.dtype).replace("torch.", ""),
+            "scoring_mode": self.config.scoring.mode, "top_k": self.config.top_k,
+            "cache": self.cache.stats(),
+            **({"warning": self.warning} if self.warning else {}),
+        }

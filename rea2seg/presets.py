@@ -1,0 +1,51 @@
+"""Named model presets (frozen dataclasses): which VLM, which SAM, which scorer, and the pipeline settings."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import PipelineConfig, ScoringConfig
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """vlm: hub id or directory (discovery, and scoring unless ``scorer``); sam: a SAM kind (vit_h / vit_l / vit_b,
+    resolved in the models folder) or a file path; scorer: a different VLM for stage 2 (None = the same object)."""
+
+    name: str
+    vlm: str
+    sam: str
+    description: str
+    scorer: str | None = None
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+    random_weights: bool = False
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("default", "Qwen/Qwen2.5-VL-7B-Instruct", "vit_h",
+           "Qwen2.5-VL-7B-Instruct + SAM ViT-H (about 17 GB of GPU memory in bf16)"),
+    Preset("small", "Qwen/Qwen2.5-VL-3B-Instruct", "vit_b",
+           "Qwen2.5-VL-3B-Instruct + SAM ViT-B (about 8 GB of GPU memory in bf16)"),
+    Preset("internvl-scorer", "Qwen/Qwen2.5-VL-7B-Instruct", "vit_h",
+           "Qwen2.5-VL-7B discovery + SAM ViT-H, scored by InternVL3-8B (transformers -hf format) in comparative mode; "
+           "point --scorer at a converted Rea2Seg scorer checkpoint to use the paper's fine-tuned model",
+           scorer="OpenGVLab/InternVL3-8B-hf",
+           config=PipelineConfig(scoring=ScoringConfig(mode="comparative"))),
+    Preset("tiny-random", "", "", "tiny random-weight models built offline: smoke tests only, output meaningless",
+           random_weights=True),
+]}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def tiny_models_dir() -> Path:
+    """Where the tiny-random models are built: $REA2SEG_TINY_DIR, else ~/.cache/rea2seg/tiny-random."""
+    env = os.environ.get("REA2SEG_TINY_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rea2seg" / "tiny-random"

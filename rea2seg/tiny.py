@@ -1,0 +1,197 @@
+"""Tiny random-weight models, built offline and saved in the same formats as real checkpoints.
+
+They exist to prove plumbing, shapes and logic in tests, CI and smoke runs, and load back through the same loaders a
+user's checkpoint takes. Their output is meaningless: every result made with them carries a warning saying so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import torch
+
+MEANINGLESS = "random-weight 'tiny-random' models: this output is meaningless (plumbing check only)"
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                 "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+
+# Our own minimal chat template in the Qwen2-VL format (images as <|vision_start|><|image_pad|><|vision_end|>).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+_CORPUS = [
+    "Yes", "No", " Yes", " No", "Yes.", "No.", "0 1 2 3 4 5 6 7 8 9 10", "Score: 7/10", '{"scores": {"1": 8, "2": 3}}',
+    "You are a helpful assistant.", "system user assistant", "Question:", "Answer Yes or No.",
+    "Does the highlighted region answer the question?", "Candidate", "Reasoning:", "the region in the red box",
+    "Which object can be used to cut the bread?", "the utensil you would spread butter with",
+    "the second car from the left", "Write a general description of the image.", "bbox_2d point_2d [10, 20, 30, 40]",
+    "Please find the object with bbox and points.", "the person, the dog, the cup on the table",
+]
+
+FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+
+
+def build_tiny_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE trained offline on a small corpus, wrapped as the real Qwen2 tokenizer class."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(_CORPUS * 20, trainers.BpeTrainer(
+        vocab_size=vocab_size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed: int = 0, hidden: int = 64,
+                   layers: int = 2, vision_depth: int = 2, vision_hidden: int = 32, max_pixels: int = 448 * 448) -> Path:
+    """Build a random-weight VLM of ``family`` and save it like a hub checkpoint (config.json, model.safetensors,
+    tokenizer files, preprocessor_config.json, chat_template.jinja). Returns the directory."""
+    import transformers as tf
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose from {FAMILIES}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tiny_tokenizer()
+    ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
+    heads, head_dim = 4, hidden // 4
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=8192,
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    section = [head_dim // 8, (head_dim // 2 - head_dim // 8) // 2]
+    section.append(head_dim // 2 - sum(section))
+    tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    patch = 16 if family == "qwen3_vl" else 14
+    if family == "qwen2_5_vl":
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}
+        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_heads=2,
+                      out_hidden_size=hidden, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                      window_size=112, fullatt_block_indexes=[vision_depth - 1])
+        cfg, cls = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens), \
+            tf.Qwen2_5_VLForConditionalGeneration
+    elif family == "qwen2_vl":
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}
+        vision = dict(depth=vision_depth, embed_dim=vision_hidden, hidden_size=hidden, mlp_ratio=2, num_heads=2,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+        cfg, cls = tf.Qwen2VLConfig(text_config=text, vision_config=vision, **tokens), \
+            tf.Qwen2VLForConditionalGeneration
+    else:
+        text.update(head_dim=head_dim, rope_parameters={"rope_type": "default", "rope_theta": 5e6,
+                                                        "mrope_section": section, "mrope_interleaved": True})
+        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_heads=2,
+                      out_hidden_size=hidden, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                      num_position_embeddings=144, deepstack_visual_indexes=[0])
+        cfg, cls = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **tokens), \
+            tf.Qwen3VLForConditionalGeneration
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=56 * 56,
+                             max_pixels=max_pixels).save_pretrained(out)
+    (out / "chat_template.jinja").write_text(QWEN_CHAT_TEMPLATE)
+    return out
+
+
+# ---- SAM ------------------------------------------------------------------------------------------------------------
+
+#: Architectures of the small SAM kinds (Meta's vit_b/l/h come from ``segment_anything.sam_model_registry``).
+SAM_ARCHS = {
+    # ~0.1M params, 256 px encoder: tests
+    "tiny": dict(img_size=256, patch=16, embed_dim=32, depth=2, heads=2, prompt_dim=32, window=4, mlp_dim=64),
+    # ~5M params, 1024 px encoder like the real ones: benchmarks (encoder compute dominates like real SAM)
+    "bench": dict(img_size=1024, patch=16, embed_dim=128, depth=4, heads=4, prompt_dim=128, window=14, mlp_dim=512),
+}
+
+
+def build_sam_arch(kind: str):
+    """An un-initialised ``segment_anything.Sam`` of a small kind ("tiny" or "bench")."""
+    from .loading import import_segment_anything
+
+    import_segment_anything()
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    a = SAM_ARCHS[kind]
+    emb = a["img_size"] // a["patch"]
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=a["depth"], embed_dim=a["embed_dim"], img_size=a["img_size"], mlp_ratio=2,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=a["heads"], patch_size=a["patch"],
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=[a["depth"] - 1], window_size=a["window"],
+            out_chans=a["prompt_dim"]),
+        prompt_encoder=PromptEncoder(embed_dim=a["prompt_dim"], image_embedding_size=(emb, emb),
+                                     input_image_size=(a["img_size"], a["img_size"]), mask_in_chans=4),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
+            depth=2, embedding_dim=a["prompt_dim"], mlp_dim=a["mlp_dim"], num_heads=2),
+            transformer_dim=a["prompt_dim"], iou_head_depth=3, iou_head_hidden_dim=32),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
+
+
+def build_tiny_sam(path: str | os.PathLike, kind: str = "tiny", seed: int = 0) -> Path:
+    """Build a random-weight SAM of a small kind and save its state dict to ``path`` (.pth or .safetensors)."""
+    torch.manual_seed(seed)
+    sam = build_sam_arch(kind)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in sam.state_dict().items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl") -> tuple[Path, Path]:
+    """Build (once) the tiny VLM dir and tiny SAM file under ``root``; return (vlm_dir, sam_path).
+
+    Built into a temporary folder and renamed into place, so a crash or a concurrent builder never leaves a
+    half-written model that looks complete.
+    """
+    root = Path(root)
+    vlm_dir = root / "LLM" / f"tiny-random-{family}"
+    sam_path = root / "sams" / "sam_tiny_random.safetensors"
+    if not (vlm_dir / "model.safetensors").exists():
+        vlm_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=vlm_dir.parent))
+        try:
+            build_tiny_vlm(tmp, family)
+            try:
+                os.rename(tmp, vlm_dir)
+            except OSError:  # another process finished first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not sam_path.exists():
+        sam_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".building-", suffix=".safetensors", dir=sam_path.parent)
+        os.close(fd)
+        try:
+            build_tiny_sam(tmp_name)
+            os.replace(tmp_name, sam_path)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    return vlm_dir, sam_path
