@@ -274,6 +274,8 @@ def masks_from_prompts(sam: SamModel, emb, prompts: PromptBatch, sources: list[s
     areas = full.reshape(len(keep), -1).sum(1)
     ok = areas >= max(1.0, config.min_area_fraction * H * W)
     keep, full = keep[ok], full[ok]
+    if len(keep) == 0:  # every mask was below the minimum area
+        return Candidates.empty(H, W)
     # NMS again at full resolution (low-res IoU can miss near-duplicates), then cap
     total_heat = max(float(heatmap.sum()), 1e-8)
     mass = (full * heatmap[None]).reshape(len(keep), -1).sum(1) / total_heat
