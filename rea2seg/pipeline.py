@@ -18,6 +18,7 @@ from .images import ImageLike, load_image
 from .loading import VLM, SamModel, forget_vlm, load_sam, load_vlm
 from .presets import get_preset, tiny_models_dir
 from .progress import CancelCheck, Progress
+from .questions import clean_question
 from .scoring import score_candidates
 from .selection import select_mask
 from .tiny import MEANINGLESS, ensure_tiny_models
@@ -85,15 +86,7 @@ class Rea2Seg:
 
     # ---- stages ----------------------------------------------------------------------------------------------------
     def _question(self, question) -> str:
-        if isinstance(question, bytes):
-            try:
-                question = question.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InputError("the question is not valid UTF-8 text; re-encode it as UTF-8") from None
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("the question is empty; ask something about the image, e.g. 'the cup nearest the "
-                             "laptop'")
-        question = question.strip()
+        question = clean_question(question)
         n = len(self.vlm.tokenizer.encode(question, add_special_tokens=False))
         if n > MAX_QUESTION_TOKENS:
             raise InputError(f"the question is {n} tokens long, over the limit of {MAX_QUESTION_TOKENS}; shorten it")

@@ -1,0 +1,47 @@
+"""Model-choice arguments and pipeline construction shared by every command line (rea2seg segment/eval, rea2seg-mcp)."""
+from __future__ import annotations
+
+import argparse
+
+from .errors import InputError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("models")
+    g.add_argument("--preset", default=None,
+                   help="named preset: default, small, internvl-scorer, tiny-random (default: default)")
+    g.add_argument("--vlm", default=None, metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory")
+    g.add_argument("--sam", default=None, metavar="PATH",
+                   help="SAM checkpoint (.pth / .safetensors) or a kind (vit_h, vit_l, vit_b) from the models folder")
+    g.add_argument("--sam-kind", default=None, choices=("vit_h", "vit_l", "vit_b", "tiny", "bench"),
+                   help="SAM kind when the file name does not tell")
+    g.add_argument("--scorer", default=None, metavar="ID_OR_DIR", help="a different VLM for scoring (default: --vlm)")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    g.add_argument("--dtype", default=None, help="auto, fp32, fp16 or bf16 (default: bf16 on CUDA, fp32 on CPU)")
+    g.add_argument("--download", action="store_true", help="download missing models (otherwise: a clear error)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the VLM's own Python code to run (only for checkpoints you trust)")
+
+
+def build_pipeline(args: argparse.Namespace, config=None):
+    """The ``Rea2Seg`` the model arguments ask for: --vlm/--sam (explicit) or --preset (default 'default')."""
+    from .pipeline import Rea2Seg
+    from .presets import get_preset
+
+    preset = getattr(args, "preset", None)
+    vlm, sam = getattr(args, "vlm", None), getattr(args, "sam", None)
+    device, dtype = getattr(args, "device", None), getattr(args, "dtype", None)
+    download = bool(getattr(args, "download", False))
+    if vlm or sam:
+        if preset:
+            raise InputError("pass either --preset or --vlm/--sam, not both")
+        base = get_preset("default")
+        return Rea2Seg.from_pretrained(vlm or base.vlm, sam or base.sam, sam_kind=getattr(args, "sam_kind", None),
+                                       scorer=getattr(args, "scorer", None), device=device, dtype=dtype,
+                                       config=config, download=download,
+                                       trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
+    if getattr(args, "scorer", None):
+        p = get_preset(preset or "default")
+        return Rea2Seg.from_pretrained(p.vlm, p.sam, scorer=args.scorer, device=device, dtype=dtype,
+                                       config=config or p.config, download=download, name=p.name)
+    return Rea2Seg.from_preset(preset or "default", device=device, dtype=dtype, config=config, download=download)

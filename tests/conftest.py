@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny random-weight models built offline (never a network call), images, a tiny pipeline.
+
+The tiny models prove plumbing, shapes and logic only: nothing a test asserts about their output is a quality claim.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One build per version of the tiny builder, shared with subprocesses (CLI, MCP server, ComfyUI) through the env.
+_builder = Path(__file__).resolve().parents[1] / "rea2seg" / "tiny.py"
+_tag = hashlib.sha1(_builder.read_bytes()).hexdigest()[:10]
+os.environ.setdefault("REA2SEG_TINY_DIR", str(Path(tempfile.gettempdir()) / f"rea2seg-tiny-{_tag}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    from rea2seg.tiny import ensure_tiny_models
+
+    ensure_tiny_models(os.environ["REA2SEG_TINY_DIR"])
+    return Path(os.environ["REA2SEG_TINY_DIR"])
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(tiny_dir) -> tuple[Path, Path]:
+    from rea2seg.tiny import ensure_tiny_models
+
+    return ensure_tiny_models(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_dir):
+    from rea2seg import Rea2Seg
+
+    return Rea2Seg.from_preset("tiny-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL checkpoints."""
+    from rea2seg.tiny import FAMILIES, build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("families")
+    return {f: build_tiny_vlm(root / f, f) for f in FAMILIES}
+
+
+def make_image(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
+    """A synthetic RGB scene: a smooth background with a few solid shapes (uint8)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), np.full_like(xx, 90)], -1).astype(np.uint8)
+    for _ in range(3):
+        cy, cx = rng.integers(h // 5, 4 * h // 5), rng.integers(w // 5, 4 * w // 5)
+        r = int(rng.integers(min(h, w) // 10, min(h, w) // 5))
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
+    return img
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return make_image()
