@@ -12,7 +12,8 @@ class _Open(BaseModel):
 
 
 class CandidateInfo(_Open):
-    index: int = Field(description="Candidate number within this result (use with get_mask / score_candidates)")
+    number: int = Field(description="Candidate number within this result, from 1, as drawn on the candidates image "
+                                    "(use with get_mask / score_candidates)")
     box_xyxy: list[float] = Field(description="Bounding box [x1, y1, x2, y2] in image pixels")
     area: int = Field(description="Mask area in pixels")
     score: float | None = Field(description="Score in [0, 1] from the VLM; null if not scored")
@@ -64,7 +65,7 @@ class Rle(BaseModel):
 
 class MaskOutput(_Open):
     result_id: str
-    candidate: int | None = Field(description="Candidate number, or null for the answer mask")
+    candidate: int | None = Field(description="Candidate number (from 1), or null for the answer mask")
     format: Literal["png", "rle"]
     image_size: list[int] = Field(description="[width, height]")
     mask_area: int

@@ -33,7 +33,7 @@ INSTRUCTIONS = (
     "Results are kept under result_id for get_mask and score_candidates.")
 
 MASK_URI = "rea2seg://results/{result_id}/mask.png"
-CANDIDATE_URI = "rea2seg://results/{result_id}/candidates/{index}/mask.png"
+CANDIDATE_URI = "rea2seg://results/{result_id}/candidates/{number}/mask.png"
 
 Mode = Literal["yesno", "reasoning", "comparative"]
 ImagePath = Annotated[str | None, Field(description="Absolute path of a local image inside the allowed directories")]
@@ -149,7 +149,8 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
                                question: Annotated[str | None, Field(description="Score for this question instead "
                                                                                  "of the original one")] = None,
                                candidates: Annotated[list[int] | None,
-                                                     Field(description="Only these candidate numbers")] = None,
+                                                     Field(description="Only these candidate numbers (from 1, as on the "
+                                                                       "candidates image)")] = None,
                                mode: ModeArg = None, top_k: TopK = 3,
                                merge: Annotated[bool, Field(description="Answer with the union of the top_k")] = False,
                                preview: Annotated[Literal["overlay", "mask", "none"],
@@ -168,7 +169,7 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
         saved = service.save_mask(entry, candidate, filename) if save or filename else None
         png = service.preview(entry, "mask", candidate) if format == "png" else None
         uri = (MASK_URI.format(result_id=entry.result_id) if candidate is None
-               else CANDIDATE_URI.format(result_id=entry.result_id, index=candidate))
+               else CANDIDATE_URI.format(result_id=entry.result_id, number=candidate))
         out = MaskOutput(result_id=entry.result_id, candidate=candidate, format=format,
                          image_size=[int(mask.shape[1]), int(mask.shape[0])], mask_area=int(mask.sum()),
                          box_xyxy=[float(v) for v in masks_to_boxes(mask[None])[0]], mask_uri=uri,
@@ -179,7 +180,7 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                           open_world_hint=False))
     async def get_mask(*, result_id: Annotated[str, Field(description="result_id from an earlier call")],
-                       candidate: Annotated[int | None, Field(description="Candidate number; omit for the answer")]
+                       candidate: Annotated[int | None, Field(description="Candidate number (from 1); omit for the answer")]
                        = None,
                        format: Annotated[Literal["png", "rle"],
                                          Field(description="png: an image of the mask (long side <= 1024 px; the "
@@ -201,9 +202,9 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
         out = StatusOutput.model_validate({"version": _version(), "transport": transport, **service.status()})
         return _result(out, None)
 
-    def mask_png(result_id: str, index: int | None) -> bytes:
+    def mask_png(result_id: str, number: int | None) -> bytes:
         try:
-            return images.png_bytes(service.get(result_id).candidate_mask(index))
+            return images.png_bytes(service.get(result_id).candidate_mask(number))
         except Rea2SegError as e:
             raise ResourceError(str(e)) from None
 
@@ -212,9 +213,9 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
         return mask_png(result_id, None)
 
     @mcp.resource(CANDIDATE_URI, mime_type="image/png", description="Full-resolution mask of one candidate")
-    def candidate_mask(result_id: str, index: str) -> bytes:
-        if not index.isdigit():
-            raise ResourceError(f"candidate index must be a number, got {index!r}")
-        return mask_png(result_id, int(index))
+    def candidate_mask(result_id: str, number: str) -> bytes:
+        if not number.isdigit():
+            raise ResourceError(f"candidate number must be a whole number from 1, got {number!r}")
+        return mask_png(result_id, int(number))
 
     return mcp

@@ -67,18 +67,22 @@ class AgentResult:
         """(H, W) bool, the answer; None for unscored candidates (use ``candidate_mask``)."""
         return None if self.result is None else self.result.mask
 
-    def candidate_mask(self, index: int | None) -> np.ndarray:
-        """The answer mask (index None) or candidate ``index``'s mask, (H, W) bool."""
-        if index is None:
-            if self.result is None:
-                raise InputError(f"result {self.result_id} holds {len(self.candidates)} unscored candidates and no "
-                                 f"answer; pass candidate=0..{len(self.candidates) - 1} or score them first")
-            return self.result.mask
+    def candidate_mask(self, number: int | None) -> np.ndarray:
+        """The answer mask (number None) or the mask of candidate ``number``, (H, W) bool.
+
+        Agent-facing candidate numbers start at 1, as drawn on the candidates image (``render.candidate_sheet``);
+        number k is ``candidates.masks[k - 1]``.
+        """
         n = len(self.candidates)
-        if not isinstance(index, int) or not 0 <= index < n:
-            raise InputError(f"candidate {index!r} does not exist; result {self.result_id} has candidates "
-                             f"0..{n - 1}" if n else f"result {self.result_id} has no candidates")
-        return self.candidates.masks[index]
+        if number is None:
+            if self.result is None:
+                raise InputError(f"result {self.result_id} holds {n} unscored candidates and no answer; pass "
+                                 f"candidate=1..{n} or score them first")
+            return self.result.mask
+        if not isinstance(number, int) or not 1 <= number <= n:
+            raise InputError(f"candidate {number!r} does not exist; result {self.result_id} has candidates 1..{n}"
+                             if n else f"result {self.result_id} has no candidates")
+        return self.candidates.masks[number - 1]
 
     def to_json(self) -> dict:
         """JSON-ready summary (no arrays): what the doors return as text / structured content."""
@@ -91,6 +95,9 @@ class AgentResult:
                    "timings_ms": {k: round(float(v), 1) for k, v in self.timings_ms.items()}}
             if self.warning:
                 out["warning"] = self.warning
+        # candidates by the 1-based numbers drawn on the candidates image, which the tools take as arguments
+        out["candidates"] = [{"number": row["index"] + 1, **{k: v for k, v in row.items() if k != "index"}}
+                             for row in out["candidates"]]
         return out
 
 
@@ -262,7 +269,8 @@ class SegmentationService:
 
     def score_job(self, result_id: str, question: str | None = None, candidates: list[int] | None = None,
                   mode: str | None = None, top_k: int = 3, merge: bool = False):
-        """Score (again) the candidates of a kept result, optionally a subset and/or for another question."""
+        """Score (again) the candidates of a kept result, optionally a subset (1-based candidate numbers) and/or for
+        another question."""
         prev = self.store.get(result_id)
         question = prev.question if question is None or question == "" else self.check_question(question)
         self.check_options(top_k, mode)
@@ -271,11 +279,11 @@ class SegmentationService:
             raise InputError(f"result {result_id} has no candidates to score; run segment or discover_candidates "
                              f"again with another question")
         if candidates is not None:
-            if not candidates or any(not isinstance(i, int) or not 0 <= i < n for i in candidates) \
+            if not candidates or any(not isinstance(i, int) or not 1 <= i <= n for i in candidates) \
                     or len(set(candidates)) != len(candidates):
-                raise InputError(f"candidates must be distinct indices from 0 to {n - 1} (result {result_id} has {n})"
-                                 f", got {candidates!r}")
-            cands = prev.candidates.subset(np.asarray(candidates, dtype=np.int64))
+                raise InputError(f"candidates must be distinct candidate numbers from 1 to {n} (result {result_id} "
+                                 f"has {n}), got {candidates!r}")
+            cands = prev.candidates.subset(np.asarray(candidates, dtype=np.int64) - 1)
         else:
             cands = prev.candidates
 

@@ -41,7 +41,8 @@ class DiscoverInput(BaseModel):
 class ScoreInput(BaseModel):
     result_id: str = Field(description="result_id returned by discover_candidates or reasoning_segment")
     question: str | None = Field(None, description="Score for this question instead of the original one")
-    candidates: list[int] | None = Field(None, description="Only these candidate numbers (default: all)")
+    candidates: list[int] | None = Field(None, description="Only these candidate numbers (from 1, as drawn on the "
+                                                           "candidates image; default: all)")
     mode: Mode | None = Field(None, description="Scoring: yesno, reasoning or comparative")
     top_k: int = Field(3, ge=1, le=64, description="How many ranked candidates to report")
     merge: bool = Field(False, description="Answer with the union of the top_k masks")

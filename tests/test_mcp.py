@@ -265,7 +265,7 @@ def test_segment_then_get_mask(conn, files):
     assert path.parent == files["out"].resolve() and path.name == f"{name}.png"
     assert np.array_equal(images.read_mask(path), mask)
     before = path.read_bytes()
-    again = error_text(conn.call("get_mask", {"result_id": rid, "save": True, "filename": name, "candidate": 0}))
+    again = error_text(conn.call("get_mask", {"result_id": rid, "save": True, "filename": name}))
     assert "exists" in again and path.read_bytes() == before  # never overwritten
 
 
@@ -278,13 +278,24 @@ def test_discover_then_score(conn, files):
     decode_image(r.content[1])
     assert all(c["score"] is None for c in d["candidates"])  # not scored yet
 
-    pick = list(range(min(2, d["n_candidates"])))[::-1]
+    assert [c["number"] for c in d["candidates"]] == list(range(1, d["n_candidates"] + 1))  # as drawn on the sheet
+
+    pick = list(range(1, min(2, d["n_candidates"]) + 1))[::-1]
     s = ok(conn.call("score_candidates", {"result_id": d["result_id"], "candidates": pick, "top_k": 1}))
     jsonschema.validate(s, conn.output_schema("score_candidates"))
     assert s["kind"] == "score" and s["result_id"] != d["result_id"] and s["n_candidates"] == len(pick)
     assert s["question"] == "the blue box"
-    m = ok(conn.call("get_mask", {"result_id": d["result_id"], "candidate": 0, "format": "rle"}))
+    m = ok(conn.call("get_mask", {"result_id": d["result_id"], "candidate": 1, "format": "rle"}))
     assert m["mask_area"] == d["candidates"][0]["area"]
+    res = conn.run(conn.session.read_resource, m["mask_uri"])
+    assert m["mask_uri"].endswith("/candidates/1/mask.png")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(res.contents[0].blob)))) != 0,
+                          images.rle_decode(m["rle"]))
+    n = d["n_candidates"]
+    for bad in (0, n + 1):
+        assert f"has candidates 1..{n}" in error_text(conn.call("get_mask", {"result_id": d["result_id"],
+                                                                             "candidate": bad}))
+    assert "unscored" in error_text(conn.call("get_mask", {"result_id": d["result_id"]}))
 
 
 @pytest.mark.parametrize("case, match", [
