@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .cli_common import add_model_arguments, build_pipeline
 from .datasets import EvalDataset, Sample, SkippedSample, open_dataset, parse_column_mapping
 from .errors import InputError, OutputExistsError
 from .images import atomic_write_bytes, read_mask, save_mask
@@ -424,22 +425,6 @@ def score_predictions(dataset: EvalDataset, pred_dir: str | os.PathLike, *, limi
 
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        from .cli_common import add_model_arguments
-    except ImportError:
-        add_model_arguments = None
-    if add_model_arguments is not None:
-        add_model_arguments(parser)
-        return
-    g = parser.add_argument_group("model")
-    g.add_argument("--preset", default=None, help="named model preset (default: the pipeline's default preset)")
-    g.add_argument("--vlm", default=None, help="VLM: Hugging Face id or local folder (overrides --preset)")
-    g.add_argument("--sam", default=None, help="SAM checkpoint path (overrides --preset)")
-    g.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: best available)")
-    g.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: per device)")
-
-
 def register_cli(subparsers) -> None:
     """Add the ``eval`` sub-command to the top-level CLI's subparsers."""
     p = subparsers.add_parser(
@@ -474,26 +459,14 @@ def register_cli(subparsers) -> None:
                         "DIR instead of evaluating")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_arguments(p)
+    add_model_arguments(p)
     p.set_defaults(func=run_cli)
 
 
 def _model_info(args) -> dict:
-    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "dtype")}
+    """The model choice recorded in run.json (a resumed run must use the same)."""
+    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "sam_kind", "scorer", "dtype")}
     return {k: v for k, v in info.items() if v is not None}
-
-
-def build_pipeline(args):
-    """The pipeline the model arguments ask for."""
-    from . import Rea2Seg
-
-    device = getattr(args, "device", None)
-    dtype = getattr(args, "dtype", None)
-    if getattr(args, "vlm", None) or getattr(args, "sam", None):
-        return Rea2Seg.from_pretrained(vlm=args.vlm, sam=args.sam, device=device, dtype=dtype)
-    kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-    preset = getattr(args, "preset", None)
-    return Rea2Seg.from_preset(preset, **kwargs) if preset else Rea2Seg.from_preset(**kwargs)
 
 
 def run_cli(args) -> int:
@@ -533,7 +506,7 @@ def run_cli(args) -> int:
     if not args.out:
         raise InputError("--out DIR is required to run the pipeline (results are written there and resumed from "
                          "there); or pass --predictions PRED_DIR to score existing masks")
-    method = args.name or f"Rea2Seg ({args.preset or args.vlm or 'default'})"
+    method = args.name or f"Rea2Seg/{args.preset or Path(args.vlm or 'default').name}"
     try:
         summary = evaluate_pipeline(None, dataset, args.out, top_k=args.top_k, limit=args.limit, mode=args.mode,
                                     merge=args.merge, save_masks=not args.no_masks, force=args.force,

@@ -9,8 +9,9 @@ Layout of the output folder:
     images/<id>.png                the image
     targets/<id>.png               ground truth, LISA encoding (0 background, 1 target, 255 ignore)
     masks/<id>_c<k>.png            candidate k (0/255)
-    prompts/<id>_c<k>.png          candidate k drawn on the image as the scorer sees it
+    prompts/<id>_c<k>.png          candidate k as the yes/no and reasoning scorers see it (``scoring.candidate_views``)
     prompts/<id>_sheet.png         all candidates numbered on one image (the comparative scorer's view)
+The scorer's text prompts for the question are in each record's ``prompts``.
 """
 from __future__ import annotations
 
@@ -37,11 +38,23 @@ def target_score(iou: float, scale: int = 10) -> int:
     return int(math.floor(min(max(iou, 0.0), 1.0) * scale + 0.5))
 
 
-def _renderers():
-    """The scorer's own visual prompts: one overlay per candidate, and the numbered sheet."""
-    from . import render
+def scorer_views(pipe, image: np.ndarray, candidates) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Exactly what the pipeline's scorer is shown: one view per candidate (highlight, or a zoomed crop for a small
+    candidate) for the yes/no and reasoning modes, and the numbered sheet for the comparative mode."""
+    from .render import candidate_sheet
+    from .scoring import candidate_views
 
-    return render.overlay, render.candidate_sheet
+    config = pipe.config.scoring
+    views = candidate_views(image, candidates, config)
+    return views, candidate_sheet(image, candidates, alpha=config.alpha) if len(candidates) else None
+
+
+def scorer_prompts(question: str, n: int) -> dict:
+    """The scorer's text prompts for this question (so a fine-tuning set can pair them with the views)."""
+    from .scoring import COMPARATIVE_PROMPT, REASONING_PROMPT, YESNO_PROMPT
+
+    return {"yesno": YESNO_PROMPT.format(question=question), "reasoning": REASONING_PROMPT.format(question=question),
+            "comparative": COMPARATIVE_PROMPT.format(question=question, n=n)}
 
 
 def sample_record(sample: Sample, candidates, scale: int = 10) -> dict:
@@ -65,15 +78,15 @@ def sample_record(sample: Sample, candidates, scale: int = 10) -> dict:
             "score_scale": scale, "best_index": best, "candidates": cands}
 
 
-def _write_sample_files(out: Path, sample: Sample, candidates, overlay, sheet) -> None:
+def _write_sample_files(out: Path, sample: Sample, candidates, views: list[np.ndarray], sheet) -> None:
     sid = sample.id
     save_image(out / "images" / f"{sid}.png", sample.image, overwrite=True)
     atomic_write_bytes(out / "targets" / f"{sid}.png", png_bytes(sample.target), overwrite=True)
     for k in range(len(candidates)):
         save_mask(out / "masks" / f"{sid}_c{k}.png", candidates.masks[k], overwrite=True)
-        save_image(out / "prompts" / f"{sid}_c{k}.png", overlay(sample.image, candidates.masks[k]), overwrite=True)
-    if len(candidates):
-        save_image(out / "prompts" / f"{sid}_sheet.png", sheet(sample.image, candidates), overwrite=True)
+        save_image(out / "prompts" / f"{sid}_c{k}.png", views[k], overwrite=True)
+    if sheet is not None:
+        save_image(out / "prompts" / f"{sid}_sheet.png", sheet, overwrite=True)
 
 
 def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *, limit: int | None = None,
@@ -85,7 +98,6 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
     out = Path(out_dir)
     keys = _select(dataset, limit)
     run_info = {"export": "mask-scoring", "dataset": dataset.identity(), "model": model_info or {}, "scale": scale}
-    overlay, sheet = _renderers()
     make_out_dir(out)
     with _exclusive(out):
         prepare_out_dir(out, run_info, force, files=(RUN_FILE, SAMPLES_FILE, EXPORT_SUMMARY_FILE), dirs=EXPORT_DIRS)
@@ -111,8 +123,10 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
                         _warn(f"skipped {sample.id}: {e}")
                         rec = {"id": sample.id, "skipped": f"pipeline refused it: {e}"}
                     else:
-                        _write_sample_files(out, sample, found.candidates, overlay, sheet)
+                        views, sheet = scorer_views(pipe, found.image, found.candidates)
+                        _write_sample_files(out, sample, found.candidates, views, sheet)
                         rec = sample_record(sample, found.candidates, scale)
+                        rec["prompts"] = scorer_prompts(sample.question, len(found.candidates))
                 log.append(rec)
                 records[rec["id"]] = rec
                 bar.update()

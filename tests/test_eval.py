@@ -159,3 +159,139 @@ def test_table_layouts():
     assert "| M (Top-1) | 12.5 | 25.0 | 50.0 | 25.0 | 50.0 | 25.0 |" in t
     t = markdown_table({**base, "split": "val"}, "M")
     assert t.splitlines()[0] == "| Method | val gIoU | val cIoU |"
+
+
+# ---- with the tiny random-weight models (plumbing only: their numbers mean nothing) ------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from rea2seg.evaluate import evaluate_pipeline  # noqa: E402
+from rea2seg.datasets import open_dataset  # noqa: E402
+from rea2seg.images import read_mask  # noqa: E402
+from rea2seg.metrics import iou_from  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    from rea2seg import Rea2Seg
+
+    return Rea2Seg.from_preset("tiny-random")
+
+
+def add_bad_sample(val: Path) -> None:
+    (val / "nopoly.json").write_text(json.dumps({"text": ["x"], "is_sentence": False, "shapes": []}))
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(val / "nopoly.jpg")
+
+
+def test_end_to_end_tiny_models(tmp_path, tiny_pipe, capsys):
+    val = make_dataset(tmp_path, n=5, categories=True)
+    add_bad_sample(val)
+    out = tmp_path / "run"
+    ds = open_dataset(val, sgdr=True)
+    summary = evaluate_pipeline(tiny_pipe, ds, out, top_k=3, model_info={"preset": "tiny-random"}, progress=False)
+    assert {p.name for p in out.iterdir()} >= {"run.json", "results.jsonl", "summary.json", "table.md", "masks"}
+    assert summary["n_samples"] == 5 and summary["n_skipped"] == 1 and summary["complete"]
+    assert summary["skipped"][0]["id"] == "nopoly" and "no polygon" in summary["skipped"][0]["reason"]
+    assert any("meaningless" in w for w in summary["warnings"])  # random weights are flagged in the report
+    assert json.loads((out / "summary.json").read_text()) == summary
+    table = (out / "table.md").read_text()
+    assert "| Method | Discriminative gIoU |" in table and "(Top-3)" in table and "meaningless" in table
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["img0", "img1", "img2", "img3", "img4", "nopoly"]
+    targets = targets_of(val)
+    for r in (r for r in records if "skipped" not in r):
+        mask = read_mask(out / "masks" / f"{r['id']}.png")
+        assert tuple(r["output"]) == intersection_union(mask, targets[r["id"]])  # recorded I/U are the saved mask's
+        assert r["iou"] == pytest.approx(iou_from(*r["output"]), abs=1e-6)
+        assert len(r["candidates"]) == len(r["scores"]) == len(r["candidate_ious"])
+    # Top-k and oracle never below Top-1
+    assert summary["top_k"]["3"]["giou"] >= summary["giou"] - 1e-9
+    assert summary["oracle"]["giou"] >= summary["top_k"]["3"]["giou"] - 1e-9
+
+    # the saved masks re-scored with --predictions give the same numbers
+    assert cli(["eval", str(val), "--sgdr", "--predictions", str(out / "masks"), "--json"]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    assert rescored["giou"] == pytest.approx(summary["giou"]) and rescored["ciou"] == pytest.approx(summary["ciou"])
+
+    # a finished run re-run with the same settings does no work and keeps its results
+    def no_model():
+        raise AssertionError("nothing should be left to run")
+    again = evaluate_pipeline(None, ds, out, top_k=3, model_info={"preset": "tiny-random"}, progress=False,
+                              pipeline_factory=no_model)
+    assert again == summary
+
+
+def test_export_scoring_data_tiny_models(tmp_path, tiny_pipe):
+    from rea2seg.export import export_scoring_data
+
+    val = make_dataset(tmp_path, n=3)
+    add_bad_sample(val)
+    out = tmp_path / "scoring"
+    summary = export_scoring_data(tiny_pipe, open_dataset(val), out, model_info={"preset": "tiny-random"},
+                                  progress=False)
+    assert summary["n_samples"] == 3 and summary["n_skipped"] == 1
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    done = [r for r in records if "skipped" not in r]
+    assert summary["n_candidates"] == sum(len(r["candidates"]) for r in done) > 0
+    assert sum(summary["score_histogram"]) == summary["n_candidates"]
+    for r in done:
+        target = np.asarray(Image.open(out / r["target"]))
+        assert set(np.unique(target).tolist()) <= {0, 1, 255}
+        assert np.asarray(Image.open(out / r["image"])).shape == target.shape + (3,)
+        assert r["prompts"]["comparative"].count(r["question"]) == 1
+        for c in r["candidates"]:
+            mask = read_mask(out / c["mask"])
+            inter, union = intersection_union(mask, target)
+            assert (inter, union) == (c["intersection"], c["union"])
+            assert c["iou"] == pytest.approx(iou_from(inter, union), abs=1e-6)
+            assert c["target_score"] == int(np.floor(10 * c["iou"] + 0.5))
+            assert Image.open(out / c["prompt"]).mode == "RGB"
+        if r["candidates"]:
+            assert (out / r["sheet"]).exists()
+            assert r["best_index"] == int(np.argmax([c["iou"] for c in r["candidates"]]))
+
+
+def _eval_cmd(val: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "rea2seg.cli", "eval", str(val), "--preset", "tiny-random", "--out", str(out),
+            "--quiet"]
+
+
+def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path, tiny_pipe):
+    val = make_dataset(tmp_path, n=6, seed=3)
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(_eval_cmd(val, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err[-2000:]}"
+    done_before = results.read_bytes().count(b"\n")
+    assert 2 <= done_before < 6
+    with open(results, "ab") as f:  # as if the kill had landed in the middle of a write
+        f.write(b'{"id": "img5", "output": [1,')
+
+    proc = subprocess.run(_eval_cmd(val, out), capture_output=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    ids = [json.loads(line)["id"] for line in results.read_text().splitlines()]
+    assert sorted(ids) == [f"img{i}" for i in range(6)]  # none lost, none duplicated
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_samples"] == 6 and summary["complete"]
+
+    # the resumed results are the ones an uninterrupted run gives
+    ref = evaluate_pipeline(tiny_pipe, open_dataset(val), tmp_path / "ref", model_info={"preset": "tiny-random"},
+                            progress=False)
+    by_id = {json.loads(line)["id"]: json.loads(line) for line in results.read_text().splitlines()}
+    ref_by_id = {json.loads(line)["id"]: json.loads(line)
+                 for line in (tmp_path / "ref" / "results.jsonl").read_text().splitlines()}
+    assert {k: r["output"] for k, r in by_id.items()} == {k: r["output"] for k, r in ref_by_id.items()}
+    assert ref["giou"] == pytest.approx(summary["giou"])
