@@ -93,8 +93,11 @@ def find_peaks(grid: torch.Tensor, threshold: float, min_distance: int, max_peak
                ) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of an (h, w) map with value >= threshold * max, at least ``min_distance`` cells apart (greedy,
     strongest first), at most ``max_peaks``. Returns (K, 2) float32 (row, col) refined to sub-cell precision by the
-    3x3 weighted centroid, and (K,) values. The global maximum is always returned for a non-empty map."""
+    3x3 weighted centroid, and (K,) values. The global maximum is always returned (the centre for a flat map)."""
     g = grid.float()
+    if float(g.max() - g.min()) < 1e-6:  # a flat map has no peaks: one prompt at the centre
+        return np.array([[(g.shape[0] - 1) / 2, (g.shape[1] - 1) / 2]], np.float32), np.array([float(g.max())],
+                                                                                               np.float32)
     k = 2 * max(min_distance, 1) + 1
     pooled = F.max_pool2d(g[None, None], k, stride=1, padding=k // 2)[0, 0]
     gmax = float(g.max())

@@ -1,0 +1,88 @@
+"""The ``rea2seg`` command line as a user runs it (a real subprocess; tiny random-weight models)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "assets" / "coffee.jpg"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "rea2seg.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ), timeout=300)
+
+
+def test_version():
+    from rea2seg import __version__
+    r = run("--version")
+    assert r.returncode == 0 and __version__ in r.stdout
+
+
+def test_models_check_tiny(tiny_dir):
+    r = run("models", "check", "--preset", "tiny-random")
+    assert r.returncode == 0, r.stderr
+    assert "tiny-random: ok" in r.stdout
+
+
+def test_models_check_missing_names_fix(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "rea2seg.cli", "models", "check", "vit_b"], capture_output=True,
+                       text=True, env=dict(os.environ, REA2SEG_MODELS_DIR=str(tmp_path)))
+    assert r.returncode == 3 and "rea2seg models download vit_b" in r.stdout
+
+
+def test_segment_cli_json(tiny_dir, tmp_path):
+    mask, over = tmp_path / "m.png", tmp_path / "o.png"
+    r = run("segment", str(EXAMPLE), "the utensil you would stir the coffee with", "--preset", "tiny-random",
+            "--top-k", "2", "-o", str(mask), "--overlay", str(over), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"mask_path", "overlay_path", "box_xyxy", "score", "reasoning", "candidates", "timings_ms"} <= set(out)
+    assert 1 <= len(out["candidates"]) <= 2
+    assert all({"box_xyxy", "score", "area"} <= set(c) for c in out["candidates"])
+    m = Image.open(mask)
+    assert m.mode == "L" and m.size == Image.open(EXAMPLE).size
+    assert set(np.unique(np.asarray(m))) <= {0, 255}
+    assert Image.open(over).size == m.size
+    assert "[rea2seg] scoring" in r.stderr and "meaningless" in r.stderr
+    # deterministic
+    r2 = run("segment", str(EXAMPLE), "the utensil you would stir the coffee with", "--preset", "tiny-random",
+             "--top-k", "2", "-o", str(tmp_path / "m2.png"), "--overlay", str(tmp_path / "o2.png"), "--json")
+    assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(Image.open(tmp_path / "m2.png")))
+    assert json.loads(r2.stdout)["candidates"] == out["candidates"]
+
+
+def test_segment_never_overwrites(tiny_dir, tmp_path):
+    mask = tmp_path / "m.png"
+    mask.write_bytes(b"user data")
+    r = run("segment", str(EXAMPLE), "the cup", "--preset", "tiny-random", "-o", str(mask), "--overlay",
+            str(tmp_path / "o.png"))
+    assert r.returncode != 0 and "--force" in r.stderr
+    assert mask.read_bytes() == b"user data" and not (tmp_path / "o.png").exists()
+    r = run("segment", str(EXAMPLE), "the cup", "--preset", "tiny-random", "-o", str(mask), "--overlay",
+            str(tmp_path / "o.png"), "--force", "--quiet")
+    assert r.returncode == 0 and mask.read_bytes() != b"user data"
+
+
+@pytest.mark.parametrize("image,question,needle", [
+    ("missing.png", "the cup", "image not found"),
+    (".", "the cup", "directory"),
+    ("empty.png", "the cup", "empty (0 bytes)"),
+    ("text.png", "the cup", "not a readable image"),
+    (str(EXAMPLE), "   ", "question is empty"),
+])
+def test_segment_bad_input_one_line(tmp_path, image, question, needle):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    r = run("segment", image, question, "--preset", "tiny-random", cwd=tmp_path)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rea2seg: error:") and needle in lines[0], r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "text.png"], "nothing written on failure"
