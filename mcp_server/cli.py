@@ -61,6 +61,14 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--vlm and --sam go together: give both (or neither, to use --preset)")
     if args.vlm and args.preset:
         p.error("give either --preset or --vlm/--sam, not both")
+    if args.preset:
+        from rea2seg.errors import InputError
+        from rea2seg.presets import get_preset  # light: config dataclasses only
+
+        try:
+            get_preset(args.preset)
+        except InputError as e:
+            p.error(str(e))
     args.token = args.token or os.environ.get(TOKEN_ENV) or None
     if args.transport == "http" and not is_loopback(args.host) and not args.token:
         p.error(f"refusing to serve HTTP on {args.host} without a token: anyone who can reach it could read files "

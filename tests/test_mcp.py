@@ -414,6 +414,32 @@ def test_stdio_cancel_frees_the_slot(stdio_conn, files):
     ok(stdio_conn.call("segment", {"image_path": str(files["image"]), "question": "q", "preview": "none"}))
 
 
+def test_stdio_missing_model_is_an_error_result_with_the_fix(files, tmp_path):
+    """Models that cannot load (here: paths that do not exist) do not kill the server: every call says why."""
+    async def scenario():
+        params = StdioServerParameters(
+            command=str(SCRIPT), env={**server_env(), "HOME": str(tmp_path)},
+            args=["--vlm", str(tmp_path / "no-vlm"), "--sam", str(tmp_path / "no-sam.pth"),
+                  "--allowed-dir", str(files["allowed"])])
+        with anyio.fail_after(CALL_TIMEOUT):
+            async with stdio_client(params, errlog=open(tmp_path / "stderr.txt", "w")) as (r, w), \
+                    ClientSession(r, w) as session:
+                await session.initialize()
+                seg = await session.call_tool("segment", {"image_path": str(files["image"]), "question": "q"})
+                status = await session.call_tool("server_status", {})
+        return seg, status
+
+    seg, status = anyio.run(scenario)
+    msg = error_text(seg)
+    assert "no-vlm" in msg and "not found" in msg
+    assert "not found" in ok(status)["models"]["error"]
+
+
+def test_unknown_preset_fails_at_start():
+    p = subprocess.run([str(SCRIPT), "--preset", "nope"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "unknown preset 'nope'" in p.stderr and "tiny-random" in p.stderr
+
+
 def _jsonrpc_lines(stream, sink: "queue.Queue[bytes | None]"):
     for line in iter(stream.readline, b""):
         sink.put(line)
