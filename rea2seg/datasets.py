@@ -794,8 +794,8 @@ def open_dataset(path: str | Path, split: str | None = None, *, kind: str = "aut
     category_key = columns.pop("category", None)
     unknown = sorted(set(columns) - {"category"})
     if unknown:
-        raise InputError(f"--columns {', '.join(unknown)} apply to parquet data only; for a LabelMe folder only "
-                         f"category=KEY is used")
+        raise InputError(f"--columns {', '.join(unknown)}: column roles only apply to parquet data; for a LabelMe "
+                         f"folder only category=KEY is used")
     folder = root
     if not any(root.glob("*.json")):
         names = [split] if split else ["val"]

@@ -10,7 +10,6 @@ Output folder (``--out``):
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -325,35 +324,17 @@ def evaluate_pipeline(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *,
         todo = [k for k in keys if k not in records]
         if save_masks:
             (out / MASKS_DIR).mkdir(exist_ok=True)
-        bar = _Progress(len(keys), len(keys) - len(todo), "eval", progress)
-        interrupted = False
-        try:
-            if todo and pipe is None:
-                pipe = pipeline_factory() if pipeline_factory else None
-                if pipe is None:
-                    raise InputError("no pipeline given")
-            for sample in dataset.iter_samples(todo):
-                if isinstance(sample, SkippedSample):
-                    _warn(f"skipped {sample.id}: {sample.reason}")
-                    rec = {"id": sample.id, "skipped": sample.reason}
-                else:
-                    t0 = time.perf_counter()
-                    try:
-                        result = pipe.segment(sample.image, sample.question, top_k=top_k, mode=mode, merge=merge)
-                    except InputError as e:  # a sample the pipeline refuses (e.g. degenerate image): counted
-                        _warn(f"skipped {sample.id}: {e}")
-                        rec = {"id": sample.id, "skipped": f"pipeline refused it: {e}"}
-                    else:
-                        rec = pipeline_record(sample, result, time.perf_counter() - t0)
-                        if save_masks:
-                            save_mask(out / MASKS_DIR / f"{sample.id}.png", result.mask, overwrite=True)
-                log.append(rec)
-                records[rec["id"]] = rec
-                bar.update("" if "skipped" in rec else f"IoU {rec['iou']:.3f}")
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            bar.close()
+        pipe = ensure_pipeline(pipe, pipeline_factory, bool(todo))
+
+        def work(sample: Sample) -> dict:
+            t0 = time.perf_counter()
+            result = pipe.segment(sample.image, sample.question, top_k=top_k, mode=mode, merge=merge)
+            rec = pipeline_record(sample, result, time.perf_counter() - t0)
+            if save_masks:
+                save_mask(out / MASKS_DIR / f"{sample.id}.png", result.mask, overwrite=True)
+            return rec
+
+        interrupted = run_samples(dataset, keys, log, records, work, "eval", progress)
         summary = build_summary(records, keys, ks, header)
         _write_reports(out, summary, method)
     if interrupted:
@@ -361,6 +342,43 @@ def evaluate_pipeline(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *,
               f"command again to resume", file=sys.stderr)
         raise KeyboardInterrupt
     return summary
+
+
+def ensure_pipeline(pipe, factory: Callable[[], object] | None, needed: bool):
+    """``pipe``, or one built by ``factory`` (only when some sample is left to do, so a finished run loads nothing)."""
+    if pipe is None and needed:
+        pipe = factory() if factory else None
+        if pipe is None:
+            raise InputError("no pipeline given")
+    return pipe
+
+
+def run_samples(dataset: EvalDataset, keys: Sequence[str], log: ResultLog, records: dict[str, dict],
+                work: Callable[[Sample], dict], desc: str, progress: bool) -> bool:
+    """Process the ``keys`` not yet in ``records`` with ``work``, appending each record to ``log`` as it is made.
+    Unusable samples, and samples the pipeline refuses with an ``InputError``, are recorded as skipped with the
+    reason. Returns True if interrupted by Ctrl-C (everything recorded so far is kept)."""
+    todo = [k for k in keys if k not in records]
+    bar = _Progress(len(keys), len(keys) - len(todo), desc, progress)
+    try:
+        for sample in dataset.iter_samples(todo):
+            if isinstance(sample, SkippedSample):
+                rec = {"id": sample.id, "skipped": sample.reason}
+            else:
+                try:
+                    rec = work(sample)
+                except InputError as e:  # e.g. a degenerate image: counted, not fatal
+                    rec = {"id": sample.id, "skipped": f"pipeline refused it: {e}"}
+            if "skipped" in rec:
+                _warn(f"skipped {rec['id']}: {rec['skipped']}")
+            log.append(rec)
+            records[rec["id"]] = rec
+            bar.update(f"IoU {rec['iou']:.3f}" if "iou" in rec else "")
+    except KeyboardInterrupt:
+        return True
+    finally:
+        bar.close()
+    return False
 
 
 def _select(dataset: EvalDataset, limit: int | None) -> list[str]:

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .datasets import EvalDataset, Sample, SkippedSample
-from .errors import InputError
-from .evaluate import (RUN_FILE, ResultLog, _exclusive, _Progress, _select, _warn, _write_json, make_out_dir,
-                       prepare_out_dir)
+from .datasets import EvalDataset, Sample
+from .evaluate import (RUN_FILE, ResultLog, _exclusive, _select, _write_json, ensure_pipeline, make_out_dir,
+                       prepare_out_dir, run_samples)
 from .images import atomic_write_bytes, png_bytes, save_image, save_mask
 from .metrics import intersection_union, iou_from
 
@@ -105,37 +105,25 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
             (out / d).mkdir(exist_ok=True)
         log = ResultLog(out / SAMPLES_FILE)
         records = log.load()
-        todo = [k for k in keys if k not in records]
-        bar = _Progress(len(keys), len(keys) - len(todo), "export", progress)
-        try:
-            if todo and pipe is None:
-                pipe = pipeline_factory() if pipeline_factory else None
-                if pipe is None:
-                    raise InputError("no pipeline given")
-            for sample in dataset.iter_samples(todo):
-                if isinstance(sample, SkippedSample):
-                    _warn(f"skipped {sample.id}: {sample.reason}")
-                    rec = {"id": sample.id, "skipped": sample.reason}
-                else:
-                    try:
-                        found = pipe.discover(sample.image, sample.question)
-                    except InputError as e:
-                        _warn(f"skipped {sample.id}: {e}")
-                        rec = {"id": sample.id, "skipped": f"pipeline refused it: {e}"}
-                    else:
-                        views, sheet = scorer_views(pipe, found.image, found.candidates)
-                        _write_sample_files(out, sample, found.candidates, views, sheet)
-                        rec = sample_record(sample, found.candidates, scale)
-                        rec["prompts"] = scorer_prompts(sample.question, len(found.candidates))
-                log.append(rec)
-                records[rec["id"]] = rec
-                bar.update()
-        finally:
-            bar.close()
+        pipe = ensure_pipeline(pipe, pipeline_factory, any(k not in records for k in keys))
+
+        def work(sample: Sample) -> dict:
+            found = pipe.discover(sample.image, sample.question)
+            views, sheet = scorer_views(pipe, found.image, found.candidates)
+            _write_sample_files(out, sample, found.candidates, views, sheet)
+            rec = sample_record(sample, found.candidates, scale)
+            rec["prompts"] = scorer_prompts(sample.question, len(found.candidates))
+            return rec
+
+        interrupted = run_samples(dataset, keys, log, records, work, "export", progress)
         summary = export_summary([records[k] for k in keys if k in records], scale)
         summary.update({"dataset": dataset.identity(), "split": dataset.split, "model": model_info or {},
                         "complete": all(k in records for k in keys)})
         _write_json(out / EXPORT_SUMMARY_FILE, summary)
+    if interrupted:
+        print(f"interrupted: {summary['n_samples'] + summary['n_skipped']}/{len(keys)} samples done; run the same "
+              f"command again to resume", file=sys.stderr)
+        raise KeyboardInterrupt
     return summary
 
 
