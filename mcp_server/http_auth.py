@@ -36,6 +36,7 @@ class BearerTokenMiddleware:
         body = json.dumps({"error": "unauthorized",
                            "error_description": "send the server's token as 'Authorization: Bearer <token>'"}).encode()
         await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b'Bearer realm="rea2seg"'),
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"www-authenticate", b'Bearer realm="rea2seg"'),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -148,9 +148,9 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
                                                                            "discover_candidates call")],
                                question: Annotated[str | None, Field(description="Score for this question instead "
                                                                                  "of the original one")] = None,
-                               candidates: Annotated[list[int] | None,
-                                                     Field(description="Only these candidate numbers (from 1, as on the "
-                                                                       "candidates image)")] = None,
+                               candidates: Annotated[list[int] | None, Field(
+                                   description="Only these candidate numbers (from 1, as on the candidates image)")]
+                               = None,
                                mode: ModeArg = None, top_k: TopK = 3,
                                merge: Annotated[bool, Field(description="Answer with the union of the top_k")] = False,
                                preview: Annotated[Literal["overlay", "mask", "none"],
@@ -180,8 +180,8 @@ def build_server(service: SegmentationService, transport: str = "stdio") -> MCPS
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                           open_world_hint=False))
     async def get_mask(*, result_id: Annotated[str, Field(description="result_id from an earlier call")],
-                       candidate: Annotated[int | None, Field(description="Candidate number (from 1); omit for the answer")]
-                       = None,
+                       candidate: Annotated[int | None,
+                                            Field(description="Candidate number (from 1); omit for the answer")] = None,
                        format: Annotated[Literal["png", "rle"],
                                          Field(description="png: an image of the mask (long side <= 1024 px; the "
                                                            "exact full-resolution PNG is the mask_uri resource); rle: "

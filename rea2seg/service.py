@@ -169,7 +169,7 @@ class SegmentationService:
 
     def pipeline(self, cancelled: CancelCheck | None = None, progress: Progress | None = None) -> "Rea2Seg":
         """The loaded pipeline, waiting for a background load if needed."""
-        if self._factory is not None:  # nobody started the load: do it now, in this thread
+        if self._factory is not None:  # nobody started the load yet: start it now
             self.start_loading()
         if not self._loaded.is_set() and progress:
             progress("loading models", 0, 1)

@@ -209,7 +209,7 @@ def decode_image(block) -> Image.Image:
     return img
 
 
-# ---- both transports ---------------------------------------------------------------------------------------------------
+# ---- both transports -------------------------------------------------------------------------------------------------
 
 def test_lists_tools_with_schemas(conn):
     tools = {t.name: t for t in conn.run(conn.session.list_tools).tools}
