@@ -167,7 +167,10 @@ def rasterize_polygon(points, height: int, width: int) -> np.ndarray:
 
     points: sequence of (x, y) in pixels (floats are truncated toward zero, as ``np.int32`` does).
     """
-    pts = np.asarray(points, dtype=np.float64)
+    try:
+        pts = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("polygon points must be a list of [x, y] numbers") from None
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0 or not np.isfinite(pts).all():
         raise InputError(f"polygon points must be a non-empty list of [x, y] numbers, got shape {pts.shape}")
     pts = pts.astype(np.int32).astype(np.int64)
@@ -184,7 +187,11 @@ def lisa_mask_from_shapes(shapes: Sequence[dict], height: int, width: int) -> tu
     larger ones; a label containing "ignore" (any case) paints 255, any other label paints 1.
     """
     polys, values, areas = [], [], []
+    if not isinstance(shapes, (list, tuple)):
+        raise InputError(f"'shapes' must be a list of LabelMe shapes, got {type(shapes).__name__}")
     for shape in shapes:
+        if not isinstance(shape, dict):
+            raise InputError(f"each shape must be an object with 'label' and 'points', got {type(shape).__name__}")
         label = str(shape.get("label", ""))
         if label.lower() == "flag":
             continue
@@ -807,9 +814,9 @@ def open_dataset(path: str | Path, split: str | None = None, *, kind: str = "aut
             subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())
             if split is None and not any(root.rglob("*.json")):
                 raise InputError(f"no LabelMe JSON files or parquet files under {root}")
-            if split is not None or not subdirs:
+            if split is not None or not subdirs or any(d.lower() in _SPLIT_TOKENS for d in subdirs):
                 raise InputError(f"no split folder {split or 'val'!r} under {root}; sub-folders: "
-                                 f"{', '.join(subdirs) or 'none'}")
+                                 f"{', '.join(subdirs) or 'none'} (choose one with --split)")
             hit = root  # e.g. SGDR extracted into per-category sub-folders
         folder = hit
         split = split or (hit.name if hit is not root else None)

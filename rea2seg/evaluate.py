@@ -206,11 +206,12 @@ def _pct(v) -> str:
 
 def markdown_table(summary: dict, method: str) -> str:
     """The paper's layout: one gIoU/cIoU column pair per SGDR category (+ overall), or short / long / overall query
-    (ReasonSeg test), or the split alone; one row per Top-1, Top-k and the candidate oracle."""
+    (ReasonSeg test; LISA's table shows val as one pair), or the split alone; one row per Top-1, Top-k and the
+    candidate oracle."""
     if summary.get("by_category"):
         groups = [(c, summary["by_category"][c]) for c in category_order(summary["by_category"])]
         groups.append(("Overall", summary))
-    elif summary.get("by_query") and len(summary["by_query"]) > 1:
+    elif summary.get("by_query") and len(summary["by_query"]) > 1 and summary.get("split") != "val":
         groups = [(f"{q} query", summary["by_query"][q]) for q in ("short", "long") if q in summary["by_query"]]
         groups.append(("overall", summary))
     else:
@@ -237,7 +238,7 @@ def markdown_table(summary: dict, method: str) -> str:
     notes = [f"{ds.get('name', '?')} / {summary.get('split') or '-'}: {summary['n_samples']} samples scored, "
              f"{summary['n_skipped']} skipped" + ("" if summary.get("complete", True) else
                                                   f", {summary['n_selected']} selected (run incomplete)"),
-             f"n per column: " + ", ".join(f"{name} {g.get('n', 0)}" for name, g in groups),
+             "n per column: " + ", ".join(f"{name} {g.get('n', 0)}" for name, g in groups),
              f"Metric convention: {summary['convention']}"]
     notes += list(ds.get("notes", []))
     notes += [f"Warning: {w}" for w in summary.get("warnings", [])]
@@ -501,7 +502,7 @@ def run_cli(args) -> int:
         table = markdown_table(summary, args.name or summary["method"])
         if args.out:
             out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
+            make_out_dir(out)
             existing = [f for f in (RESULTS_FILE, SUMMARY_FILE, TABLE_FILE) if (out / f).exists()]
             if existing and not args.force:
                 raise OutputExistsError(f"{out} already has {', '.join(existing)}; pass --force to replace them")

@@ -83,6 +83,8 @@ def test_labelme_layout_first_text_bad_samples_reported(tmp_path):
     _labelme(val, "b", [{"label": "target", "points": SQUARE}], text="a phrase")
     _labelme(val, "nopoly", [], text=["x"])
     _labelme(val, "flagonly", [{"label": "flag", "points": SQUARE}])
+    _labelme(val, "malformed", ["not a shape"])
+    _labelme(val, "ragged", [{"label": "target", "points": [[1, 2], [3]]}])
     _labelme(val, "noimage", [{"label": "target", "points": SQUARE}], image=False)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(val / "orphan.png")
     (val / "broken.json").write_text("{not json")
@@ -91,7 +93,7 @@ def test_labelme_layout_first_text_bad_samples_reported(tmp_path):
 
     ds = open_dataset(tmp_path / "ReasonSeg", "val")
     assert isinstance(ds, LabelMeDataset) and ds.split == "val"
-    assert ds.keys() == ["a", "b", "broken", "flagonly", "noimage", "nopoly", "orphan"]
+    assert ds.keys() == ["a", "b", "broken", "flagonly", "malformed", "noimage", "nopoly", "orphan", "ragged"]
     out = {s.id: s for s in ds.iter_samples()}
     a = out["a"]
     assert isinstance(a, Sample) and a.question == "first question" and a.is_sentence is True
@@ -99,7 +101,9 @@ def test_labelme_layout_first_text_bad_samples_reported(tmp_path):
     assert set(np.unique(a.target).tolist()) == {0, 1, 255}
     assert out["b"].question == "a phrase" and out["b"].is_sentence is False
     reasons = {k: s.reason for k, s in out.items() if isinstance(s, SkippedSample)}
-    assert set(reasons) == {"broken", "flagonly", "noimage", "nopoly", "orphan"}
+    assert set(reasons) == {"broken", "flagonly", "malformed", "noimage", "nopoly", "orphan", "ragged"}
+    assert "each shape must be an object" in reasons["malformed"]
+    assert "[x, y]" in reasons["ragged"]
     assert "no polygon" in reasons["nopoly"] and "no polygon" in reasons["flagonly"]
     assert "image missing" in reasons["noimage"]
     assert "no annotation JSON" in reasons["orphan"]
@@ -111,6 +115,11 @@ def test_labelme_layout_first_text_bad_samples_reported(tmp_path):
     assert open_dataset(tmp_path / "ReasonSeg").split == "val"
     with pytest.raises(InputError, match="train"):
         open_dataset(tmp_path / "ReasonSeg", "train")
+    # splits but no val: never mix them, ask for one
+    (tmp_path / "ReasonSeg" / "val").rename(tmp_path / "ReasonSeg" / "train")
+    with pytest.raises(InputError, match="--split"):
+        open_dataset(tmp_path / "ReasonSeg")
+    assert open_dataset(tmp_path / "ReasonSeg", "train").keys() == ds.keys()
 
 
 def test_labelme_all_texts_cp1252_and_sgdr_categories(tmp_path):
