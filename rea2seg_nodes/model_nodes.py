@@ -1,0 +1,204 @@
+"""Load Models: a preset or an explicit VLM directory + SAM file from ComfyUI's model folders -> ``REA2SEG_MODELS``."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from rea2seg.errors import Cancelled, InputError, ModelNotFoundError, Rea2SegError
+
+from . import comfy_bridge
+
+CATEGORY = "Rea2Seg"
+CUSTOM = "custom"
+FROM_PRESET = "(from preset)"
+DEVICES = ["auto", "cpu"]
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+
+
+def engine_call(fn, *args, **kwargs):
+    """Call the engine; its errors reach ComfyUI as their one-line message (no engine traceback), and a cancel caused
+    by ComfyUI's interrupt becomes ComfyUI's own ``InterruptProcessingException``."""
+    try:
+        return fn(*args, **kwargs)
+    except Cancelled:
+        comfy_bridge.raise_if_interrupted()
+        raise
+    except Rea2SegError as e:
+        raise e.with_traceback(None) from None
+
+
+@dataclass(eq=False)
+class LoadedModels:
+    """The ``REA2SEG_MODELS`` value: a loaded ``Rea2Seg`` pipeline and how ComfyUI should hold it."""
+
+    pipe: object
+    key: tuple
+    device: torch.device
+    keep_loaded: bool
+    nbytes: int
+    offloaded: bool = field(default=False)
+
+    @property
+    def warning(self) -> str | None:
+        return self.pipe.warning
+
+    def discovery_config(self, **overrides):
+        return replace(self.pipe.config.discovery, **overrides)
+
+    @contextlib.contextmanager
+    def use(self):
+        """The pipeline on its compute device for the duration of one node; afterwards, unless ``keep_loaded``,
+        the models go to ComfyUI's offload device and the caches are cleared."""
+        if self.offloaded:
+            comfy_bridge.free_memory(self.nbytes, self.device)
+            self.pipe.to(self.device)
+            self.offloaded = False
+        try:
+            yield self.pipe
+        finally:
+            if not self.keep_loaded:
+                self.release()
+
+    def release(self) -> None:
+        self.pipe.offload(comfy_bridge.offload_device())
+        self.offloaded = True
+        comfy_bridge.empty_cache()
+
+
+# One pipeline per Load Models node (bounded by the number of such nodes): when a node loads something else, the
+# previous models are offloaded and forgotten instead of staying in memory.
+_LOADED: dict[str, LoadedModels] = {}
+
+
+def _size_of(*paths: Path) -> int:
+    total = 0
+    for p in paths:
+        if p.is_dir():
+            total += sum(f.stat().st_size for f in p.glob("*.safetensors"))
+        elif p.exists():
+            total += p.stat().st_size
+    return total
+
+
+def _missing(what: str, folder: str, name: str, fetch: str) -> ModelNotFoundError:
+    expected = comfy_bridge.folders(folder)[0] / name
+    return ModelNotFoundError(f"{what} not found: expected {expected} (ComfyUI models/{folder}/{name}); {fetch}")
+
+
+def _preset_vlm(repo_id: str, auto_download: bool) -> Path:
+    from rea2seg import loading
+
+    name = repo_id.split("/")[-1]
+    found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, name)
+    if found is not None:
+        return found
+    if not auto_download:
+        raise _missing(f"VLM {repo_id}", comfy_bridge.VLM_FOLDER, name,
+                       f"turn on auto_download, or download the Hugging Face repo {repo_id} into that folder")
+    return loading.download_vlm(repo_id, comfy_bridge.folders(comfy_bridge.VLM_FOLDER)[0] / name)
+
+
+def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
+    from rea2seg import loading
+
+    ck = loading.SAM_CHECKPOINTS[kind]
+    found = comfy_bridge.find_in_folders(comfy_bridge.SAM_FOLDER, ck.filename)
+    if found is not None:
+        return found
+    if not auto_download:
+        raise _missing(f"SAM checkpoint {ck.filename}", comfy_bridge.SAM_FOLDER, ck.filename,
+                       f"turn on auto_download, or download {ck.url} into that folder")
+    bar = comfy_bridge.StageProgress(node_id)
+    return loading.download_sam(kind, comfy_bridge.folders(comfy_bridge.SAM_FOLDER)[0],
+                                progress=lambda done, total: bar(f"downloading {ck.filename}", done, total))
+
+
+def _chosen(kind: str, choice: str, what: str) -> Path:
+    if choice == FROM_PRESET:
+        where = comfy_bridge.folders(kind)[0]
+        raise InputError(f"preset is '{CUSTOM}': choose the {what} (a file or folder in {where}), or choose a preset")
+    found = comfy_bridge.find_in_folders(kind, choice)
+    if found is None:
+        raise _missing(what, kind, choice, "it was listed but is gone: refresh the node list (press R) and choose again")
+    return found
+
+
+class LoadModels:
+    DESCRIPTION = ("Load the VLM and SAM for reasoning segmentation: a preset (downloaded into models/LLM and "
+                   "models/sams on first use if auto_download is on) or a VLM folder from models/LLM and a SAM "
+                   "checkpoint from models/sams.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("REA2SEG_MODELS",)
+    RETURN_NAMES = ("models",)
+    OUTPUT_TOOLTIPS = ("The loaded models, for the Rea2Seg stage nodes",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from rea2seg.presets import PRESETS
+
+        return {"required": {
+            "preset": ([CUSTOM] + list(PRESETS), {"default": "default", "tooltip": "\n".join(
+                [f"{CUSTOM}: the vlm and sam chosen below"] + [f"{p.name}: {p.description}" for p in PRESETS.values()])}),
+            "vlm": ([FROM_PRESET] + comfy_bridge.vlm_dirs(), {"default": FROM_PRESET, "tooltip": (
+                "With preset 'custom': a model folder (with config.json) under models/LLM, e.g. "
+                "Qwen2.5-VL-7B-Instruct. Qwen2-VL, Qwen2.5-VL, Qwen3-VL and other image-text-to-text models.")}),
+            "sam": ([FROM_PRESET] + comfy_bridge.sam_files(), {"default": FROM_PRESET, "tooltip": (
+                "With preset 'custom': a SAM checkpoint under models/sams (Meta's sam_vit_h/l/b .pth or "
+                ".safetensors), shared with other SAM node packs.")}),
+            "device": (DEVICES, {"default": "auto", "tooltip": "auto: ComfyUI's compute device; cpu: force the CPU"}),
+            "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on CUDA (fp16 where unsupported), fp32 on CPU"}),
+            "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": (
+                "On: the models stay on the GPU between runs. Off: after each node they move to ComfyUI's offload "
+                "device and caches are cleared (slower, frees VRAM for other models).")}),
+            "auto_download": ("BOOLEAN", {"default": True, "tooltip": (
+                "Download a preset's missing files into models/LLM and models/sams on first use (several GB; "
+                "verified, never half-written). Off: a missing file is an error naming where it should be.")}),
+        }, "hidden": {"node_id": "UNIQUE_ID"}}
+
+    def load(self, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id=None):
+        return (engine_call(self._load, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id),)
+
+    @staticmethod
+    def _load(preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id) -> LoadedModels:
+        from rea2seg import Rea2Seg, presets
+        from rea2seg.tiny import MEANINGLESS, ensure_tiny_models
+
+        dev = comfy_bridge.compute_device(device)
+        warning, scorer, config, name = None, None, None, preset
+        if preset == CUSTOM:
+            vlm_path = _chosen(comfy_bridge.VLM_FOLDER, vlm, "VLM folder")
+            sam_path = _chosen(comfy_bridge.SAM_FOLDER, sam, "SAM checkpoint")
+        else:
+            p = presets.get_preset(preset)
+            config = p.config
+            if p.random_weights:
+                import folder_paths
+
+                vlm_path, sam_path = ensure_tiny_models(folder_paths.models_dir)
+                warning = MEANINGLESS
+            else:
+                vlm_path = _preset_vlm(p.vlm, auto_download)
+                scorer = str(_preset_vlm(p.scorer, auto_download)) if p.scorer else None
+                sam_path = _preset_sam(p.sam, auto_download, node_id)
+        key = (str(vlm_path), str(sam_path), scorer, str(dev), dtype, name)
+        prev = _LOADED.get(node_id)
+        if prev is not None and prev.key == key:
+            prev.keep_loaded = bool(keep_loaded)
+            return prev
+        if prev is not None:  # this node switched models: let the old ones go
+            prev.release()
+            prev.pipe.unload()
+            del _LOADED[node_id]
+        nbytes = _size_of(vlm_path, sam_path, *([Path(scorer)] if scorer else []))
+        comfy_bridge.free_memory(nbytes, dev)
+        pipe = Rea2Seg.from_pretrained(str(vlm_path), str(sam_path), scorer=scorer, device=dev,
+                                       dtype=None if dtype == "auto" else dtype, config=config, name=name,
+                                       warning=warning)
+        models = LoadedModels(pipe, key, dev, bool(keep_loaded), nbytes)
+        if node_id is not None:
+            _LOADED[node_id] = models
+        return models

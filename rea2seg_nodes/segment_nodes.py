@@ -1,0 +1,246 @@
+"""The stage nodes: discover -> score -> select, the top-k view and the one-node shortcut. Each converts ComfyUI
+types, calls the engine once per image of the batch, and converts back."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from rea2seg.candidates import Candidates
+from rea2seg.config import SCORING_MODES
+
+from . import comfy_bridge, tensors
+from .model_nodes import CATEGORY, LoadedModels, engine_call
+
+CANDIDATES = "REA2SEG_CANDIDATES"
+QUESTION = ("STRING", {"multiline": True, "default": "",
+                       "tooltip": "What to segment, in words; it may need reasoning (\"what keeps the rain off?\")."})
+MODE = (list(SCORING_MODES), {"default": "yesno", "tooltip": (
+    "yesno: P(yes) per candidate, one forward pass each (fastest); reasoning: the VLM explains, then scores 0-10; "
+    "comparative: all candidates numbered in one prompt, the VLM ranks them")})
+HIDDEN = {"hidden": {"node_id": "UNIQUE_ID"}}
+
+
+@dataclass
+class ImageCandidates:
+    """One image's candidates as they travel between nodes. image: (H, W, 3) uint8; heatmap: (H, W) float32."""
+
+    image: np.ndarray
+    question: str
+    candidates: Candidates
+    heatmap: np.ndarray
+    warning: str | None = None
+    mode: str = "unscored"
+
+
+@dataclass
+class CandidateBatch:
+    """The ``REA2SEG_CANDIDATES`` value: one entry per image of the batch, in batch order."""
+
+    items: list[ImageCandidates]
+
+
+def _float(value: float) -> float:
+    return 0.0 if value is None or math.isnan(value) else float(value)
+
+
+def describe(item: ImageCandidates, limit: int | None = None) -> str:
+    """Candidates best first, one line each: rank, candidate number (as in the numbered preview), score, how it was
+    scored, and the scorer's reasoning."""
+    c = item.candidates
+    lines = [f"WARNING: {item.warning}"] if item.warning else []
+    if not len(c):
+        return "\n".join(lines + ["no candidates found"])
+    rows = c.summary()
+    for rank, i in enumerate(c.ranking()[:limit], 1):
+        r = rows[i]
+        score = "unscored" if r["score"] is None else f"score {r['score']:.3f}"
+        how = f" ({r['scored_by']})" if r["scored_by"] else ""
+        why = f": {r['reasoning'].strip()}" if r["reasoning"].strip() else ""
+        lines.append(f"#{rank} candidate {i + 1}, {score}{how}, area {r['area']} px{why}")
+    return "\n".join(lines)
+
+
+def describe_batch(batch: CandidateBatch, limit: int | None = None) -> str:
+    if len(batch.items) == 1:
+        return describe(batch.items[0], limit)
+    return "\n\n".join(f"[image {i + 1}]\n{describe(it, limit)}" for i, it in enumerate(batch.items))
+
+
+class DiscoverCandidates:
+    DESCRIPTION = ("Stage 1: the VLM's attention to the question becomes a heat map; its peaks prompt SAM, and the "
+                   "de-duplicated masks are the candidates. Outputs the candidates, a numbered preview and the heat map.")
+    CATEGORY = CATEGORY
+    FUNCTION = "discover"
+    RETURN_TYPES = (CANDIDATES, "IMAGE", "IMAGE")
+    RETURN_NAMES = ("candidates", "candidates_preview", "heatmap")
+    OUTPUT_TOOLTIPS = ("Candidate masks per image (unscored)", "The candidates numbered on the image",
+                       "The VLM's attention heat map on the image")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "An image or a batch; each image is processed on its own."}),
+            "question": QUESTION,
+            "models": ("REA2SEG_MODELS",),
+            "max_candidates": ("INT", {"default": 8, "min": 1, "max": 32, "step": 1,
+                                       "tooltip": "At most this many candidate masks per image."}),
+            "peak_threshold": ("FLOAT", {"default": 0.3, "min": 0.05, "max": 1.0, "step": 0.05, "tooltip": (
+                "A heat-map peak becomes a SAM prompt if it reaches this fraction of the strongest peak.")}),
+            "vlm_proposals": ("BOOLEAN", {"default": False, "tooltip": (
+                "Also ask the VLM for boxes/points in words (one extra generation per image).")}),
+        }, **HIDDEN}
+
+    def discover(self, image, question, models: LoadedModels, max_candidates, peak_threshold, vlm_proposals,
+                 node_id=None):
+        from rea2seg import render
+
+        frames = tensors.image_list(image)
+        progress = comfy_bridge.StageProgress(node_id, len(frames))
+        config = models.discovery_config(max_candidates=int(max_candidates), peak_threshold=float(peak_threshold),
+                                         vlm_proposals=bool(vlm_proposals))
+        items = []
+        with models.use() as pipe:
+            for i, frame in enumerate(frames):
+                d = engine_call(pipe.discover, frame, question, config=config, progress=progress.image(i),
+                                cancel=comfy_bridge.interrupted)
+                items.append(ImageCandidates(d.image, question, d.candidates, d.heatmap, models.warning))
+        previews = [render.candidate_sheet(it.image, it.candidates) for it in items]
+        heatmaps = [render.heatmap_overlay(it.image, it.heatmap) for it in items]
+        return CandidateBatch(items), tensors.image_tensor(previews), tensors.image_tensor(heatmaps)
+
+
+class ScoreCandidates:
+    DESCRIPTION = ("Stage 2: the VLM scores every candidate drawn on the image. Outputs the scored candidates and the "
+                   "scores/reasoning as text, best first.")
+    CATEGORY = CATEGORY
+    FUNCTION = "score"
+    RETURN_TYPES = (CANDIDATES, "STRING")
+    RETURN_NAMES = ("scored_candidates", "reasoning")
+    OUTPUT_TOOLTIPS = ("The same candidates with scores", "Scores and reasoning per candidate, best first")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        question = (QUESTION[0], {**QUESTION[1], "tooltip": (
+            "Leave empty to score against the question given to Discover Candidates.")})
+        return {"required": {"candidates": (CANDIDATES,), "question": question, "models": ("REA2SEG_MODELS",),
+                             "mode": MODE}, **HIDDEN}
+
+    def score(self, candidates: CandidateBatch, question, models: LoadedModels, mode, node_id=None):
+        progress = comfy_bridge.StageProgress(node_id, len(candidates.items))
+        out = []
+        with models.use() as pipe:
+            for i, it in enumerate(candidates.items):
+                q = question.strip() or it.question
+                scored = it.candidates if not len(it.candidates) else engine_call(
+                    pipe.score, it.image, q, it.candidates, mode=mode, progress=progress.image(i),
+                    cancel=comfy_bridge.interrupted)
+                out.append(replace(it, question=q, candidates=scored, mode=mode))
+        batch = CandidateBatch(out)
+        return batch, describe_batch(batch)
+
+
+class SelectMask:
+    DESCRIPTION = "Stage 3: the answer mask (the best candidate, or the union of the top k), an overlay and its score."
+    CATEGORY = CATEGORY
+    FUNCTION = "select"
+    RETURN_TYPES = ("MASK", "IMAGE", "FLOAT")
+    RETURN_NAMES = ("mask", "overlay", "score")
+    OUTPUT_TOOLTIPS = ("The answer mask per image, the input's size", "The mask drawn on the image",
+                       "The answer's score in 0..1 (the lowest over a batch; 0 when nothing could be scored)")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "candidates": (CANDIDATES, {"tooltip": "Scored candidates (unscored ones rank by attention x SAM score)."}),
+            "top_k": ("INT", {"default": 3, "min": 1, "max": 32, "step": 1,
+                              "tooltip": "How many of the best candidates 'merge' joins."}),
+            "merge": ("BOOLEAN", {"default": False, "tooltip": (
+                "Off: the best candidate. On: the union of the best top_k (for answers made of several parts).")}),
+        }}
+
+    def select(self, candidates: CandidateBatch, top_k, merge):
+        from rea2seg import render
+        from rea2seg.selection import select_mask
+
+        results = [engine_call(select_mask, it.question, it.candidates, int(top_k), bool(merge), it.heatmap,
+                               mode=it.mode, warning=it.warning) for it in candidates.items]
+        masks = [r.mask for r in results]
+        overlays = [render.overlay(it.image, r.mask) for it, r in zip(candidates.items, results)]
+        score = min(_float(r.score) for r in results)
+        return tensors.mask_tensor(masks), tensors.image_tensor(overlays), score
+
+
+class CandidateMasks:
+    DESCRIPTION = ("The best k candidates side by side, to compare them: their masks and overlays as a batch "
+                   "(image 1's candidates first), and their scores as text.")
+    CATEGORY = CATEGORY
+    FUNCTION = "top_k"
+    RETURN_TYPES = ("MASK", "IMAGE", "STRING")
+    RETURN_NAMES = ("masks", "overlays", "ranking")
+    OUTPUT_TOOLTIPS = ("k masks per image, best first", "Each of them drawn on its image", "Scores, best first")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "candidates": (CANDIDATES,),
+            "top_k": ("INT", {"default": 4, "min": 1, "max": 32, "step": 1,
+                              "tooltip": "How many candidates per image (fewer if fewer were found)."}),
+        }}
+
+    def top_k(self, candidates: CandidateBatch, top_k):
+        from rea2seg import render
+
+        masks, overlays = [], []
+        for it in candidates.items:
+            c = it.candidates
+            order = c.ranking()[: int(top_k)]
+            if not len(order):  # nothing found: one empty mask, so the image still shows
+                masks.append(np.zeros(it.image.shape[:2], bool))
+                overlays.append(it.image)
+            for rank, i in enumerate(order, 1):
+                score = "" if np.isnan(c.scores[i]) else f" {c.scores[i]:.2f}"
+                masks.append(c.masks[i])
+                overlays.append(render.overlay(it.image, c.masks[i], render.PALETTE[i % len(render.PALETTE)],
+                                               label=f"#{rank} (candidate {i + 1}){score}"))
+        return tensors.mask_tensor(masks), tensors.image_tensor(overlays), describe_batch(candidates, int(top_k))
+
+
+class ReasoningSegment:
+    DESCRIPTION = ("Image + question -> mask in one node (discover, score and select). Use the three stage nodes to "
+                   "see or change what happens in between.")
+    CATEGORY = CATEGORY
+    FUNCTION = "segment"
+    RETURN_TYPES = ("MASK", "IMAGE", "FLOAT", "STRING")
+    RETURN_NAMES = ("mask", "overlay", "score", "reasoning")
+    OUTPUT_TOOLTIPS = SelectMask.OUTPUT_TOOLTIPS + ("Scores and reasoning per candidate, best first",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": DiscoverCandidates.INPUT_TYPES()["required"]["image"],
+            "question": QUESTION,
+            "models": ("REA2SEG_MODELS",),
+            "mode": MODE,
+            "top_k": SelectMask.INPUT_TYPES()["required"]["top_k"],
+            "merge": SelectMask.INPUT_TYPES()["required"]["merge"],
+        }, **HIDDEN}
+
+    def segment(self, image, question, models: LoadedModels, mode, top_k, merge, node_id=None):
+        from rea2seg import render
+
+        frames = tensors.image_list(image)
+        progress = comfy_bridge.StageProgress(node_id, len(frames))
+        results = []
+        with models.use() as pipe:
+            for i, frame in enumerate(frames):
+                results.append(engine_call(pipe.segment, frame, question, top_k=int(top_k), mode=mode,
+                                           merge=bool(merge), progress=progress.image(i),
+                                           cancel=comfy_bridge.interrupted))
+        overlays = [render.overlay(f, r.mask) for f, r in zip(frames, results)]
+        batch = CandidateBatch([ImageCandidates(f, question, r.candidates, r.heatmap, r.warning, r.mode)
+                                for f, r in zip(frames, results)])
+        score = min(_float(r.score) for r in results)
+        return (tensors.mask_tensor([r.mask for r in results]), tensors.image_tensor(overlays), score,
+                describe_batch(batch))
