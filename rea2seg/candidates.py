@@ -120,9 +120,9 @@ class Candidates:
         return np.lexsort((-self.discovery_scores, -score))
 
     def summary(self) -> list[dict]:
-        """JSON-ready per-candidate rows (no masks)."""
+        """JSON-ready per-candidate rows (no masks); ``number`` is 1-based, as drawn on the candidates image."""
         return [
-            {"index": i, "box_xyxy": [round(float(v), 1) for v in self.boxes[i]], "area": int(self.areas[i]),
+            {"number": i + 1, "box_xyxy": [round(float(v), 1) for v in self.boxes[i]], "area": int(self.areas[i]),
              "score": None if np.isnan(self.scores[i]) else round(float(self.scores[i]), 4),
              "p_yes": None if np.isnan(self.p_yes[i]) else round(float(self.p_yes[i]), 4),
              "sam_score": round(float(self.sam_scores[i]), 4),

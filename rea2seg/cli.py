@@ -33,7 +33,7 @@ def _default_out(image: str, suffix: str) -> Path:
 
 def cmd_segment(args) -> int:
     from .cli_common import build_pipeline
-    from .images import load_image, save_image, save_mask
+    from .images import check_aspect_ratio, load_image, save_image, save_mask
     from .questions import clean_question
     from .render import heatmap_overlay, overlay
 
@@ -48,7 +48,7 @@ def cmd_segment(args) -> int:
         if not p.parent.exists():
             raise InputError(f"output folder {p.parent} does not exist; create it first")
     clean_question(args.question)
-    image = load_image(args.image)
+    image = check_aspect_ratio(load_image(args.image))
     pipe = build_pipeline(args)
     result = pipe.segment(image, args.question, top_k=args.top_k, mode=args.mode, merge=args.merge,
                           progress=_stderr_progress(args.quiet))
@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.stderr.isatty():  # progress bars only on a terminal: logs and pipes get the one-line messages
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -18,6 +18,8 @@ from .errors import InputError, OutputExistsError
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 MIN_SIDE = 2
+#: Qwen-VL's processors refuse images whose long side is more than 200x the short side.
+MAX_ASPECT_RATIO = 200
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -67,6 +69,15 @@ def load_image(src: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
     return arr
 
 
+def check_aspect_ratio(image: np.ndarray) -> np.ndarray:
+    """Raise ``InputError`` for an image too elongated for the VLM (more than ``MAX_ASPECT_RATIO``:1)."""
+    h, w = image.shape[:2]
+    if max(h, w) > MAX_ASPECT_RATIO * min(h, w):
+        raise InputError(f"image is {w}x{h}: its aspect ratio is {max(h, w) / min(h, w):.0f}:1, over the "
+                         f"{MAX_ASPECT_RATIO}:1 the VLM accepts; crop it or pad it to a less extreme shape")
+    return image
+
+
 def _load_path(path: Path, max_pixels: int) -> np.ndarray:
     if not path.exists():
         raise InputError(f"image not found: {path}; check the path")
@@ -83,7 +94,10 @@ def _load_path(path: Path, max_pixels: int) -> np.ndarray:
                 return to_rgb_array(img)
         except InputError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{path} declares more pixels than the cap of {max_pixels:,} (a decompression bomb, or "
+                             f"simply too large); downscale it first") from None
+        except UnidentifiedImageError as e:
             raise InputError(f"not a readable image: {path} ({e.__class__.__name__}); pass a PNG, JPEG, WebP, "
                              f"TIFF or BMP file") from None
         except (OSError, SyntaxError, ValueError) as e:
@@ -127,6 +141,9 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.nd
                 arr = to_rgb_array(img)
         except InputError:
             raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"image data declares more pixels than the cap of {max_pixels:,} (a decompression bomb, "
+                             f"or simply too large); downscale it first") from None
         except Exception as e:
             raise InputError(f"image data is not a readable image ({e.__class__.__name__}: {e})") from None
     return load_image(arr, max_pixels)

@@ -14,7 +14,7 @@ from .config import DiscoveryConfig, PipelineConfig, ScoringConfig, SCORING_MODE
 from .discovery import Discovery, discover_candidates
 from .errors import InputError, ResourceError
 from .image_cache import ImageCache
-from .images import ImageLike, load_image
+from .images import ImageLike, check_aspect_ratio, load_image
 from .loading import VLM, SamModel, forget_vlm, load_sam, load_vlm
 from .presets import get_preset, tiny_models_dir
 from .progress import CancelCheck, Progress
@@ -85,6 +85,10 @@ class Rea2Seg:
         return cls(v, s, sc, config, name, warning)
 
     # ---- stages ----------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _image(image: ImageLike) -> np.ndarray:
+        return check_aspect_ratio(load_image(image))
+
     def _question(self, question) -> str:
         question = clean_question(question)
         n = len(self.vlm.tokenizer.encode(question, add_special_tokens=False))
@@ -96,7 +100,7 @@ class Rea2Seg:
     def discover(self, image: ImageLike, question: str, *, config: DiscoveryConfig | None = None,
                  progress: Progress | None = None, cancel: CancelCheck | None = None) -> Discovery:
         """Stage 1: candidates, heat map and peaks for ``question`` on ``image`` (path, PIL or (H, W, 3) uint8)."""
-        arr = load_image(image)
+        arr = self._image(image)
         q = self._question(question)
         return discover_candidates(self.vlm, self.sam, arr, q, config or self.config.discovery, self.cache, progress,
                                    cancel)
@@ -107,7 +111,7 @@ class Rea2Seg:
               cancel: CancelCheck | None = None) -> Candidates:
         """Stage 2: a scored copy of ``candidates`` (mode: yesno | reasoning | comparative)."""
         cfg = self._scoring_config(mode, config)
-        arr = load_image(image)
+        arr = self._image(image)
         if len(candidates) and candidates.image_size != arr.shape[:2]:
             raise InputError(f"candidates are for a {candidates.image_size[1]}x{candidates.image_size[0]} image but "
                              f"the image is {arr.shape[1]}x{arr.shape[0]}; score them on the image they came from")
@@ -130,7 +134,7 @@ class Rea2Seg:
         cfg = self._scoring_config(mode, None)
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
-        arr = load_image(image)
+        arr = self._image(image)
         q = self._question(question)
         d = discover_candidates(self.vlm, self.sam, arr, q, self.config.discovery, self.cache, progress, cancel)
         t = time.perf_counter()

@@ -95,10 +95,7 @@ class AgentResult:
                    "timings_ms": {k: round(float(v), 1) for k, v in self.timings_ms.items()}}
             if self.warning:
                 out["warning"] = self.warning
-        # candidates by the 1-based numbers drawn on the candidates image, which the tools take as arguments
-        out["candidates"] = [{"number": row["index"] + 1, **{k: v for k, v in row.items() if k != "index"}}
-                             for row in out["candidates"]]
-        return out
+        return out  # candidates carry the 1-based numbers drawn on the candidates image, which the tools take
 
 
 def preview_png(array: np.ndarray, max_side: int = PREVIEW_MAX_SIDE, max_bytes: int = PREVIEW_MAX_BYTES) -> bytes:
