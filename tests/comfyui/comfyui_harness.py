@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_IMAGE = "rea2seg_test_96x64.png"  # non-square, so a height/width swap cannot pass
+TIMINGS: dict[str, float] = {}  # what the session measured, printed at the end
 
 # Frontend-only node types: they never reach the backend.
 VIRTUAL_NODES = {"Note", "MarkdownNote"}

@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_harness import REPO_ROOT, ComfyServer
-
-TIMINGS: dict[str, float] = {}
-TEST_IMAGE = "rea2seg_test_96x64.png"  # non-square, so a height/width swap cannot pass
+from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, ComfyServer
 
 
 def _setup_module():
@@ -35,14 +32,18 @@ def comfy_base(tmp_path_factory, comfy_dir) -> Path:
     import numpy as np
     from PIL import Image
 
+    from rea2seg.presets import tiny_models_dir
     from rea2seg.tiny import ensure_tiny_models
 
     base = tmp_path_factory.mktemp("comfyui-base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "rea2seg").symlink_to(REPO_ROOT, target_is_directory=True)
     t = time.monotonic()
-    ensure_tiny_models(base / "models")
-    TIMINGS["build tiny models"] = time.monotonic() - t
+    vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())  # the engine's shared tiny cache, built once
+    TIMINGS["tiny models ready"] = time.monotonic() - t
+    for src, folder in ((vlm_dir, "LLM"), (sam_path, "sams")):  # linked into ComfyUI's folders, as a user copies
+        (base / "models" / folder).mkdir(parents=True)
+        (base / "models" / folder / src.name).symlink_to(src)
     (base / "input").mkdir()
     shutil.copy(comfy_dir / "input" / "example.png", base / "input" / "example.png")
     rng = np.random.default_rng(0)

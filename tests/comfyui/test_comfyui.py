@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfyui_harness import REPO_ROOT, messages, run_with_events, ui_to_api
-from conftest import TEST_IMAGE, TIMINGS
+from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, messages, run_with_events, ui_to_api
 
 pytestmark = pytest.mark.slow
 
