@@ -17,7 +17,7 @@ CANDIDATES = "REA2SEG_CANDIDATES"
 QUESTION = ("STRING", {"multiline": True, "default": "",
                        "tooltip": "What to segment, in words; it may need reasoning (\"what keeps the rain off?\")."})
 MODE = (list(SCORING_MODES), {"default": "yesno", "tooltip": (
-    "yesno: P(yes) per candidate, one forward pass each (fastest); reasoning: the VLM explains, then scores 0-10; "
+    "yesno: P(yes) for each candidate, in batched forward passes (fastest); reasoning: the VLM explains, then scores 0-10; "
     "comparative: all candidates numbered in one prompt, the VLM ranks them")})
 HIDDEN = {"hidden": {"node_id": "UNIQUE_ID"}}
 
@@ -41,7 +41,7 @@ class CandidateBatch:
     items: list[ImageCandidates]
 
 
-def _float(value: float) -> float:
+def _score_or_zero(value: float) -> float:
     return 0.0 if value is None or math.isnan(value) else float(value)
 
 
@@ -168,7 +168,7 @@ class SelectMask:
                                mode=it.mode, warning=it.warning) for it in candidates.items]
         masks = [r.mask for r in results]
         overlays = [render.overlay(it.image, r.mask) for it, r in zip(candidates.items, results)]
-        score = min(_float(r.score) for r in results)
+        score = min(_score_or_zero(r.score) for r in results)
         return tensors.mask_tensor(masks), tensors.image_tensor(overlays), score
 
 
@@ -241,6 +241,6 @@ class ReasoningSegment:
         overlays = [render.overlay(f, r.mask) for f, r in zip(frames, results)]
         batch = CandidateBatch([ImageCandidates(f, question, r.candidates, r.heatmap, r.warning, r.mode)
                                 for f, r in zip(frames, results)])
-        score = min(_float(r.score) for r in results)
+        score = min(_score_or_zero(r.score) for r in results)
         return (tensors.mask_tensor([r.mask for r in results]), tensors.image_tensor(overlays), score,
                 describe_batch(batch))
