@@ -21,6 +21,7 @@ from .concurrency import EngineGate
 from .config import MAX_IMAGE_PIXELS, SCORING_MODES
 from .errors import Cancelled, InputError, ModelError, Rea2SegError
 from .paths import AllowedDirs, OutputDir
+from .questions import clean_question
 from .result_store import ResultStore
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ PREVIEW_MAX_SIDE = 1024
 PREVIEW_MAX_BYTES = 400_000
 #: Cap on a base64-encoded input image, in decoded bytes.
 MAX_BASE64_BYTES = 8 * 1024 * 1024
-MAX_QUESTION_CHARS = 2000
 
 
 @dataclass
@@ -218,13 +218,7 @@ class SegmentationService:
             return images.load_image(arg, self.max_pixels)
         return images.decode_base64_image(arg, self.max_base64_bytes, self.max_pixels)
 
-    @staticmethod
-    def check_question(question: str) -> str:
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("question must be a non-empty string, e.g. 'which object can cut the bread?'")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise InputError(f"question is {len(question)} characters; keep it under {MAX_QUESTION_CHARS}")
-        return question.strip()
+    check_question = staticmethod(clean_question)
 
     @staticmethod
     def check_options(top_k: int, mode: str | None) -> None:

@@ -87,8 +87,10 @@ INPUT_CASES = [
          expect="InputError", needle="question is empty"),
     Case("blank-question", "a whitespace-only question", lambda d: _png(d / "q.png", _rgb(40, 60)),
          question=" \t\n ", expect="InputError", needle="question is empty"),
-    Case("long-question", "a question beyond the token budget (2000 words)", lambda d: _png(d / "q.png", _rgb(40, 60)),
-         question="word " * 2000, expect="InputError", needle="tokens long"),
+    Case("long-question", "a question of 10,000 characters", lambda d: _png(d / "q.png", _rgb(40, 60)),
+         question="word " * 2000, expect="InputError", needle="shorten it"),
+    Case("many-tokens", "a question over the 512-token budget (1,900 characters, under the character cap)",
+         lambda d: _png(d / "q.png", _rgb(40, 60)), question="x" * 1900, expect="InputError", needle="tokens long"),
     Case("non-utf8", "a question of non-UTF-8 bytes", lambda d: _png(d / "q.png", _rgb(40, 60)),
          question=b"\xff\xfe\xfa", expect="InputError", needle="UTF-8"),
 ]
