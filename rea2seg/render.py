@@ -59,7 +59,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, color=HIGHLIGHT, alpha: float =
     out[mask] = out[mask] * (1 - alpha) + col * alpha
     if outline:
         out[contour(mask, max(2, min(image.shape[:2]) // 150))] = col
-    img = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    img = Image.fromarray(np.rint(out).clip(0, 255).astype(np.uint8))
     if (box or label) and mask.any():
         ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
         x0, y0, x1, y1 = int(xs[0]), int(ys[0]), int(xs[-1]), int(ys[-1])

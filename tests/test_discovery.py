@@ -84,3 +84,24 @@ def test_empty_question_rejected(pipeline, image):
     from rea2seg.errors import InputError
     with pytest.raises(InputError, match="empty"):
         pipeline.discover(image, "   ")
+
+
+def test_vlm_proposals_scaled_to_image_pixels(pipeline, monkeypatch):
+    """A Seg-Zero/VisionReasoner-style reply (scripted here: random weights write noise) becomes SAM prompts in the
+    image's pixels: Qwen2.5-VL answers in the pixels of its resized input."""
+    from PIL import Image
+    from rea2seg.discovery import proposal_prompts
+    from rea2seg.prompting import chat_inputs
+    vlm = pipeline.vlm
+    img = Image.new("RGB", (300, 200))
+    _, gh, gw = (int(v) for v in chat_inputs(vlm, [[img, "x"]])["image_grid_thw"][0])
+    rw, rh = gw * 14, gh * 14  # the resized input the model sees
+    reply = ('<think>the cup</think><answer>[{"bbox_2d": [0, 0, %d, %d], "point_2d": [%d, %d]}, {"oops": 1}]'
+             '</answer>' % (rw // 2, rh // 2, rw // 4, rh // 4))
+    monkeypatch.setattr(vlm.processor, "batch_decode", lambda *a, **k: [reply])
+    batch, sources, text = proposal_prompts(vlm, img, "the cup", max_new_tokens=2)
+    assert sources == ["vlm:0"] and text == reply
+    assert np.allclose(batch.boxes[0], [0, 0, 150, 100], atol=1)
+    assert np.allclose(batch.points[0, 0], [75, 50], atol=1) and batch.labels[0].tolist() == [1, -1]
+    monkeypatch.setattr(vlm.processor, "batch_decode", lambda *a, **k: ["no json here"])
+    assert proposal_prompts(vlm, img, "the cup", max_new_tokens=2)[0] is None
