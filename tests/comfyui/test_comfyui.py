@@ -4,8 +4,10 @@ interrupts), never segmentation quality."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, messages, run_with_events, ui_to_api
+from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, ComfyServer, messages, run_with_events, ui_to_api
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +65,76 @@ def assert_success(entry: dict) -> None:
 def error_of(entry: dict) -> dict:
     assert entry["status"]["status_str"] == "error"
     return messages(entry)["execution_error"]
+
+
+# ---- one ComfyUI server for the module: this repo in custom_nodes/, tiny models in models/ -------------------------
+
+@pytest.fixture(scope="module")
+def comfy_dir() -> Path:
+    """ComfyUI 0.3.75, fetched and extracted by scripts/setup_comfyui.py (cached after the first run)."""
+    spec = importlib.util.spec_from_file_location("setup_comfyui", REPO_ROOT / "scripts" / "setup_comfyui.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    return setup.ensure_comfyui()
+
+
+@pytest.fixture(scope="module")
+def comfy_base(tmp_path_factory, comfy_dir) -> Path:
+    """ComfyUI's base directory: custom_nodes/rea2seg -> this repo, models/{LLM,sams} with tiny models, input/ with
+    ComfyUI's own example.png (what the templates load) and a small non-square image."""
+    from rea2seg.presets import tiny_models_dir
+    from rea2seg.tiny import ensure_tiny_models
+
+    base = tmp_path_factory.mktemp("comfyui-base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "rea2seg").symlink_to(REPO_ROOT, target_is_directory=True)
+    t = time.monotonic()
+    vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())  # the engine's shared tiny cache, built once
+    TIMINGS["tiny models ready"] = time.monotonic() - t
+    for src, folder in ((vlm_dir, "LLM"), (sam_path, "sams")):  # linked into ComfyUI's folders, as a user copies
+        (base / "models" / folder).mkdir(parents=True)
+        (base / "models" / folder / src.name).symlink_to(src)
+    (base / "input").mkdir()
+    shutil.copy(comfy_dir / "input" / "example.png", base / "input" / "example.png")
+    rng = np.random.default_rng(0)
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:] = (90, 140, 200)
+    img[20:50, 30:70] = (220, 60, 40)
+    img += rng.integers(0, 20, img.shape, dtype=np.uint8)
+    Image.fromarray(img).save(base / "input" / TEST_IMAGE)
+    return base
+
+
+@pytest.fixture(scope="module")
+def comfy(comfy_dir, comfy_base, pytestconfig):
+    server = ComfyServer(comfy_dir, comfy_base)
+    server.start(ready_node="Rea2Seg_LoadModels")
+    TIMINGS["ComfyUI start to /object_info"] = server.start_seconds
+    yield server
+    server.stop()
+    report_timings(pytestconfig)
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy) -> dict:
+    status, info = comfy.get("/object_info", timeout=60)
+    assert status == 200
+    return info
+
+
+def report_timings(config) -> None:
+    """What this session measured: printed at the end of the module and kept in .cache/comfyui/timings.json."""
+    out = REPO_ROOT / ".cache" / "comfyui" / "timings.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({k: round(v, 2) for k, v in TIMINGS.items()}, indent=1))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # fixture teardown output is captured otherwise
+            reporter.write_line("")
+            reporter.write_sep("-", "ComfyUI timings (tiny random-weight models)")
+            for name, seconds in TIMINGS.items():
+                reporter.write_line(f"{name}: {seconds:.2f} s")
 
 
 # ---- start-up and node definitions ------------------------------------------------------------------------------------
