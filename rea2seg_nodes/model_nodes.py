@@ -122,7 +122,7 @@ def _chosen(kind: str, choice: str, what: str) -> Path:
         raise InputError(f"preset is '{CUSTOM}': choose the {what} (a file or folder in {where}), or choose a preset")
     found = comfy_bridge.find_in_folders(kind, choice)
     if found is None:
-        raise _missing(what, kind, choice, "it was listed but is gone: refresh the node list (press R) and choose again")
+        raise _missing(what, kind, choice, "it was listed but is gone: refresh the lists (press R) and choose again")
     return found
 
 
@@ -142,7 +142,8 @@ class LoadModels:
 
         return {"required": {
             "preset": ([CUSTOM] + list(PRESETS), {"default": "default", "tooltip": "\n".join(
-                [f"{CUSTOM}: the vlm and sam chosen below"] + [f"{p.name}: {p.description}" for p in PRESETS.values()])}),
+                [f"{CUSTOM}: the vlm and sam chosen below"]
+                + [f"{p.name}: {p.description}" for p in PRESETS.values()])}),
             "vlm": ([FROM_PRESET] + comfy_bridge.vlm_dirs(), {"default": FROM_PRESET, "tooltip": (
                 "With preset 'custom': a model folder (with config.json) under models/LLM, e.g. "
                 "Qwen2.5-VL-7B-Instruct. Qwen2-VL, Qwen2.5-VL, Qwen3-VL and other image-text-to-text models.")}),
@@ -150,7 +151,8 @@ class LoadModels:
                 "With preset 'custom': a SAM checkpoint under models/sams (Meta's sam_vit_h/l/b .pth or "
                 ".safetensors), shared with other SAM node packs.")}),
             "device": (DEVICES, {"default": "auto", "tooltip": "auto: ComfyUI's compute device; cpu: force the CPU"}),
-            "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: bf16 on CUDA (fp16 where unsupported), fp32 on CPU"}),
+            "dtype": (DTYPES, {"default": "auto",
+                               "tooltip": "auto: bf16 on CUDA (fp16 where unsupported), fp32 on CPU"}),
             "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": (
                 "On: the models stay on the GPU between runs. Off: after each node they move to ComfyUI's offload "
                 "device and caches are cleared (slower, frees VRAM for other models).")}),

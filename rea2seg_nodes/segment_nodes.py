@@ -17,8 +17,8 @@ CANDIDATES = "REA2SEG_CANDIDATES"
 QUESTION = ("STRING", {"multiline": True, "default": "",
                        "tooltip": "What to segment, in words; it may need reasoning (\"what keeps the rain off?\")."})
 MODE = (list(SCORING_MODES), {"default": "yesno", "tooltip": (
-    "yesno: P(yes) for each candidate, in batched forward passes (fastest); reasoning: the VLM explains, then scores 0-10; "
-    "comparative: all candidates numbered in one prompt, the VLM ranks them")})
+    "yesno: P(yes) for each candidate, in batched forward passes (fastest); reasoning: the VLM explains, then "
+    "scores 0-10; comparative: all candidates numbered in one prompt, the VLM ranks them")})
 HIDDEN = {"hidden": {"node_id": "UNIQUE_ID"}}
 
 
@@ -70,7 +70,8 @@ def describe_batch(batch: CandidateBatch, limit: int | None = None) -> str:
 
 class DiscoverCandidates:
     DESCRIPTION = ("Stage 1: the VLM's attention to the question becomes a heat map; its peaks prompt SAM, and the "
-                   "de-duplicated masks are the candidates. Outputs the candidates, a numbered preview and the heat map.")
+                   "de-duplicated masks are the candidates. Outputs the candidates, a numbered preview and the heat "
+                   "map.")
     CATEGORY = CATEGORY
     FUNCTION = "discover"
     RETURN_TYPES = (CANDIDATES, "IMAGE", "IMAGE")

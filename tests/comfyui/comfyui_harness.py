@@ -62,7 +62,8 @@ class ComfyServer:
                                      start_new_session=True)
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with code {self.proc.returncode} during start-up:\n{self.log_tail()}")
+                raise RuntimeError(f"ComfyUI exited with code {self.proc.returncode} during start-up:\n"
+                                   f"{self.log_tail()}")
             try:
                 status, body = self.get(f"/object_info/{ready_node}", timeout=5)
                 if status == 200 and ready_node in body:

@@ -137,7 +137,7 @@ def report_timings(config) -> None:
                 reporter.write_line(f"{name}: {seconds:.2f} s")
 
 
-# ---- start-up and node definitions ------------------------------------------------------------------------------------
+# ---- start-up and node definitions -----------------------------------------------------------------------------------
 
 def test_pack_import_is_light():
     """Importing the pack (what ComfyUI does at start-up) loads neither transformers, the engine's pipeline, nor any
@@ -309,7 +309,7 @@ def test_tiny_random_preset_says_its_output_is_meaningless(comfy):
     assert saved_images(comfy, entry)["5"][0].size == (96, 64)
 
 
-# ---- error paths: ComfyUI's own errors --------------------------------------------------------------------------------
+# ---- error paths: ComfyUI's own errors -------------------------------------------------------------------------------
 
 def discover_prompt(question: str, **overrides) -> dict:
     prompt = {

@@ -60,7 +60,8 @@ print(rea2seg.__file__)
 
 def test_install_metadata_for_manager_and_registry():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    deps = [d for d in project["project"]["dependencies"] if re.split(r"[<>=!~ \[]", d)[0] not in ("torch", "torchvision")]
+    deps = [d for d in project["project"]["dependencies"]
+            if re.split(r"[<>=!~ \[]", d)[0] not in ("torch", "torchvision")]
     lines = [line.strip() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert lines == deps  # what ComfyUI-Manager installs == what pip install -e . installs, ComfyUI's torch aside
