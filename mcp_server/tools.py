@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Literal
 
 import anyio
+import anyio.lowlevel
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
@@ -68,13 +69,15 @@ def _user_errors():
 
 
 def _progress_reporter(ctx: Context):
-    """Engine progress (stage, done, total), called in the worker thread, as MCP progress notifications."""
+    """Engine progress (stage, done, total), called in the engine thread, as MCP progress notifications. Created on
+    the event loop, whose token lets any thread post to it."""
     step = itertools.count(1)
+    token = anyio.lowlevel.current_token()
 
     def report(stage: str, done: int, total: int) -> None:
         message = f"{stage} {done}/{total}" if total else stage
         try:
-            anyio.from_thread.run(ctx.report_progress, next(step), None, message)
+            anyio.from_thread.run(ctx.report_progress, next(step), None, message, token=token)
         except Exception:  # the request may be gone (cancelled); progress must never fail the job
             pass
     return report

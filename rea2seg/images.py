@@ -85,23 +85,29 @@ def _load_path(path: Path, max_pixels: int) -> np.ndarray:
         raise InputError(f"{path} is a directory, not an image file; pass the path of one image")
     if path.stat().st_size == 0:
         raise InputError(f"image file is empty (0 bytes): {path}")
+    return _decode(path, str(path), max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int) -> np.ndarray:
+    """Open ``source`` (a path or a file object) with PIL under the pixel cap -> (H, W, 3) uint8; ``name`` names it
+    in messages."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 _check_pixels(img.width, img.height, max_pixels)
                 img.load()
                 return to_rgb_array(img)
         except InputError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"{path} declares more pixels than the cap of {max_pixels:,} (a decompression bomb, or "
+            raise InputError(f"{name} declares more pixels than the cap of {max_pixels:,} (a decompression bomb, or "
                              f"simply too large); downscale it first") from None
         except UnidentifiedImageError as e:
-            raise InputError(f"not a readable image: {path} ({e.__class__.__name__}); pass a PNG, JPEG, WebP, "
+            raise InputError(f"not a readable image: {name} ({e.__class__.__name__}); pass a PNG, JPEG, WebP, "
                              f"TIFF or BMP file") from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"image file is truncated or corrupt: {path} ({e}); re-export or re-download it") \
+            raise InputError(f"image file is truncated or corrupt: {name} ({e}); re-export or re-download it") \
                 from None
 
 
@@ -132,20 +138,7 @@ def decode_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.nd
     """Bytes of an encoded image (e.g. from base64) -> (H, W, 3) uint8, with the same checks as a file."""
     if not data:
         raise InputError("image data is empty (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                _check_pixels(img.width, img.height, max_pixels)
-                img.load()
-                arr = to_rgb_array(img)
-        except InputError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"image data declares more pixels than the cap of {max_pixels:,} (a decompression bomb, "
-                             f"or simply too large); downscale it first") from None
-        except Exception as e:
-            raise InputError(f"image data is not a readable image ({e.__class__.__name__}: {e})") from None
+    arr = _decode(io.BytesIO(data), "image data", max_pixels)
     return load_image(arr, max_pixels)
 
 
