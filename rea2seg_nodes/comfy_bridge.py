@@ -127,12 +127,17 @@ class StageProgress:
         self.bar.update_absolute(self.index * total + min(int(done), total), self.n_images * total)
 
     def _text(self, stage: str) -> None:
-        if self.node_id is None:
-            return
-        try:
-            from server import PromptServer
+        suffix = f" (image {self.index + 1}/{self.n_images})" if self.n_images > 1 else ""
+        progress_text(self.node_id, f"{stage}{suffix}")
 
-            suffix = f" (image {self.index + 1}/{self.n_images})" if self.n_images > 1 else ""
-            PromptServer.instance.send_progress_text(f"{stage}{suffix}", self.node_id)
-        except Exception:  # progress text is cosmetic; older/newer servers may lack it
-            pass
+
+def progress_text(node_id: str | None, text: str) -> None:
+    """Show ``text`` on the node while it runs (the editor's progress text)."""
+    if node_id is None:
+        return
+    try:
+        from server import PromptServer
+
+        PromptServer.instance.send_progress_text(text, node_id)
+    except Exception:  # cosmetic; a server without progress text must not fail the node
+        pass

@@ -88,7 +88,7 @@ def _missing(what: str, folder: str, name: str, fetch: str) -> ModelNotFoundErro
     return ModelNotFoundError(f"{what} not found: expected {expected} (ComfyUI models/{folder}/{name}); {fetch}")
 
 
-def _preset_vlm(repo_id: str, auto_download: bool) -> Path:
+def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
     from rea2seg import loading
 
     name = repo_id.split("/")[-1]
@@ -98,7 +98,10 @@ def _preset_vlm(repo_id: str, auto_download: bool) -> Path:
     if not auto_download:
         raise _missing(f"VLM {repo_id}", comfy_bridge.VLM_FOLDER, name,
                        f"turn on auto_download, or download the Hugging Face repo {repo_id} into that folder")
-    return loading.download_vlm(repo_id, comfy_bridge.folders(comfy_bridge.VLM_FOLDER)[0] / name)
+    dest = comfy_bridge.folders(comfy_bridge.VLM_FOLDER)[0] / name
+    # huggingface_hub reports this download's progress in ComfyUI's console, not on the node
+    comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
+    return loading.download_vlm(repo_id, dest)
 
 
 def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
@@ -183,8 +186,8 @@ class LoadModels:
                 vlm_path, sam_path = ensure_tiny_models(folder_paths.models_dir)
                 warning = MEANINGLESS
             else:
-                vlm_path = _preset_vlm(p.vlm, auto_download)
-                scorer = str(_preset_vlm(p.scorer, auto_download)) if p.scorer else None
+                vlm_path = _preset_vlm(p.vlm, auto_download, node_id)
+                scorer = str(_preset_vlm(p.scorer, auto_download, node_id)) if p.scorer else None
                 sam_path = _preset_sam(p.sam, auto_download, node_id)
         key = (str(vlm_path), str(sam_path), scorer, str(dev), dtype, name)
         prev = _LOADED.get(node_id)
