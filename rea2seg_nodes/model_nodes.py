@@ -74,10 +74,11 @@ _LOADED: dict[str, LoadedModels] = {}
 
 
 def _size_of(*paths: Path) -> int:
+    """Bytes of weights in model files / folders: what loading them will need on the device (roughly)."""
     total = 0
     for p in paths:
         if p.is_dir():
-            total += sum(f.stat().st_size for f in p.glob("*.safetensors"))
+            total += sum(f.stat().st_size for f in p.iterdir() if f.suffix in (".safetensors", ".bin"))
         elif p.exists():
             total += p.stat().st_size
     return total
