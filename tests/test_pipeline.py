@@ -77,8 +77,10 @@ def test_question_checks(pipeline, image):
     with pytest.raises(errors.InputError, match="UTF-8"):
         pipeline.segment(image, b"\xff\xfe bad")
     assert pipeline._question(" the cup ".encode()) == "the cup"
-    with pytest.raises(errors.InputError, match="tokens long"):
+    with pytest.raises(errors.InputError, match="characters long"):
         pipeline.segment(image, "word " * 2000)
+    with pytest.raises(errors.InputError, match="tokens long"):  # under the character cap, over the token budget
+        pipeline.segment(image, "x" * 1900)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "1"])
