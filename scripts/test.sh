@@ -6,9 +6,11 @@ PY="${PYTHON:-python3}"
 # torch/torchvision: this machine's pip serves torch 2.14.1 + torchvision 0.29.1 (a CUDA build that also runs on the
 # CPU). Elsewhere, set TORCH_SPEC to what your platform needs (e.g. TORCH_SPEC="torch torchvision").
 TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+quiet_pip() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check $TORCH_SPEC
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[all,test]"
+quiet_pip $TORCH_SPEC
+quiet_pip -e ".[all,test]"
+echo "[test.sh] installed in ${SECONDS}s; venv $(du -sh .venv | cut -f1)"
 .venv/bin/python scripts/setup_comfyui.py
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest -q -ra "$@"
