@@ -424,7 +424,7 @@ def resolve_vlm_dir(source: str, download: bool = False) -> Path:
         return download_vlm(source)
     why = "HF_HUB_OFFLINE is set, so nothing is downloaded" if offline() else "it is not downloaded yet"
     raise ModelNotFoundError(f"VLM {source} not found: expected {local} ({why}); run `rea2seg models download "
-                             f"{source}` (or `huggingface-cli download {source} --local-dir {local}`)")
+                             f"{source}` (or `hf download {source} --local-dir {local}`)")
 
 
 def _check_vlm_dir(p: Path) -> None:
