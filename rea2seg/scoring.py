@@ -167,12 +167,16 @@ def score_candidates(vlm: VLM, image: np.ndarray, question: str, candidates: Can
     if progress:
         progress("scoring", 0, n)
     if mode == "yesno":
-        if config.two_image and supports_prefix_cache(vlm):
-            views = candidate_views(image, out, config, same_size=True)
+        if config.two_image:
+            # The prefix cache needs Qwen-VL's rope index; other families (InternVL, LLaVA...) get the same two-image
+            # prompts in full rather than silently losing the layout they asked for.
+            cached = supports_prefix_cache(vlm)
+            two_image = yesno_two_image_cached if cached else yesno_two_image_full
+            views = candidate_views(image, out, config, same_size=cached)
             rel, py = np.zeros(n, np.float32), np.zeros(n, np.float32)
             for s in range(0, n, config.batch_size):
                 check_cancel(cancel)
-                rel[s:s + config.batch_size], py[s:s + config.batch_size] = yesno_two_image_cached(
+                rel[s:s + config.batch_size], py[s:s + config.batch_size] = two_image(
                     vlm, image, views[s:s + config.batch_size], question)
                 if progress:
                     progress("scoring", min(s + config.batch_size, n), n)
