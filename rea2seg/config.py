@@ -74,7 +74,8 @@ class ScoringConfig:
 
     mode: "yesno" (P(Yes) vs P(No), one batched forward), "reasoning" (short reasoning + a 0-10 score per candidate,
         batched generation) or "comparative" (all candidates numbered in one prompt, scores for each number).
-    two_image: yes/no with the original image and the candidate render as two images, the shared prefix cached.
+    two_image: yes/no with the original image and the candidate render as two images; on Qwen-VL models the
+        shared prefix (system + original image + question) is computed once and its KV cache reused per candidate.
     batch_size: candidates per forward / generate call (memory bound).
     max_new_tokens: generation budget per reply in the reasoning and comparative modes.
     zoom_below: candidates smaller than this fraction of the image are also shown as a zoomed crop.
