@@ -63,9 +63,11 @@ def build_tiny_tokenizer(vocab_size: int = 512):
 
 
 def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed: int = 0, hidden: int = 64,
-                   layers: int = 2, vision_depth: int = 2, vision_hidden: int = 32, max_pixels: int = 448 * 448) -> Path:
+                   layers: int = 2, vision_depth: int = 2, vision_hidden: int = 32, max_pixels: int = 448 * 448,
+                   heads: int = 4, kv_heads: int = 2) -> Path:
     """Build a random-weight VLM of ``family`` and save it like a hub checkpoint (config.json, model.safetensors,
-    tokenizer files, preprocessor_config.json, chat_template.jinja). Returns the directory."""
+    tokenizer files, preprocessor_config.json, chat_template.jinja). Returns the directory. The defaults make the
+    ~0.2M-parameter test model; larger sizes (``hidden``, ``layers``, ``heads``...) make bench-size models."""
     import transformers as tf
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -75,9 +77,9 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tiny_tokenizer()
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
-    heads, head_dim = 4, hidden // 4
+    head_dim = hidden // heads
     text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=8192,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=8192,
                 bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     section = [head_dim // 8, (head_dim // 2 - head_dim // 8) // 2]
     section.append(head_dim // 2 - sum(section))
