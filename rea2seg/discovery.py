@@ -2,6 +2,7 @@
 map, the map's peaks become SAM prompts, and SAM's masks, de-duplicated, are the candidates."""
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from .loading import VLM, SamModel
 from .parsing import parse_proposals
 from .progress import CancelCheck, Progress, check_cancel
 from .prompting import chat_inputs, to_device
-from .segmenter import PromptBatch, decode_prompts, embed_image, stability_scores, upscale_masks
+from .scoring import supports_prefix_cache
+from .segmenter import PromptBatch, decode_prompts, decoder_chunk, embed_image, stability_scores, upscale_masks
 
 DISCOVERY_PROMPT = "{question}"
 PROPOSAL_PROMPT = (
@@ -57,15 +59,8 @@ def vision_features(vlm: VLM, inputs) -> object:
                                              **{k: v.to(vlm.device) for k, v in kwargs.items()})
 
 
-@torch.inference_mode()
-def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], entry: ImageEntry | None = None
-                   ) -> torch.Tensor:
-    """One forward pass recording the attention of the prompt's text rows (after the image) over the image tokens in
-    ``layers``; returns the (h, w) token-grid map (mean over layers, heads and rows)."""
-    inputs = chat_inputs(vlm, [[image, text]])
-    ids = inputs["input_ids"][0]
-    s, e = image_token_span(ids, vlm.image_token_id)
-    rows = torch.arange(e + 1, ids.shape[0])  # question + template text after <|vision_end|>
+def _feed_with_cached_features(vlm: VLM, inputs, entry: ImageEntry | None) -> dict:
+    """The model inputs on its device, with the vision tower's output taken from (or put in) the image's cache."""
     feed = to_device(vlm, inputs)
     if entry is not None and _supports_encoder_outputs(vlm):
         key = ("vlm-features", id(vlm.model), tuple(inputs["image_grid_thw"][0].tolist())
@@ -73,8 +68,46 @@ def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], e
         feats = entry.get_or_compute(key, lambda: vision_features(vlm, inputs))
         feed.pop("pixel_values")
         feed["mm_encoder_outputs"] = {"image": feats}
-    with vlm.lock, record_attention(rows, slice(s, e), set(layers)) as rec:
-        vlm.model(**feed, logits_to_keep=1, use_cache=False)
+    return feed
+
+
+@torch.inference_mode()
+def _image_prefix_cache(vlm: VLM, inputs, feed: dict, position_ids: torch.Tensor, cut: int):
+    """Run the prompt up to and including the image (system turn, user header, image tokens) once; its KV cache."""
+    prefix = {k: v[:, :cut] for k, v in feed.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    extra = {k: feed[k] for k in ("pixel_values", "image_grid_thw", "mm_encoder_outputs") if k in feed}
+    with vlm.lock:
+        out = vlm.model(**prefix, **extra, position_ids=position_ids[..., :cut], use_cache=True, logits_to_keep=1)
+    return getattr(out, "cache", None) or out.past_key_values
+
+
+@torch.inference_mode()
+def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], entry: ImageEntry | None = None
+                   ) -> torch.Tensor:
+    """One forward pass recording the attention of the prompt's text rows (after the image) over the image tokens in
+    ``layers``; returns the (h, w) token-grid map (mean over layers, heads and rows).
+
+    With an ``entry`` (the image's cache) and a Qwen-VL model, the part of the prompt up to the image is run once per
+    image and its KV cache reused: a later question only runs its own tokens (same result, explicit 3-D positions
+    over the whole sequence; the model's stateful ``rope_deltas`` are never relied on)."""
+    inputs = chat_inputs(vlm, [[image, text]])
+    ids = inputs["input_ids"][0]
+    s, e = image_token_span(ids, vlm.image_token_id)
+    rows = torch.arange(e + 1, ids.shape[0])  # question + template text after <|vision_end|>
+    feed = _feed_with_cached_features(vlm, inputs, entry)
+    cut = e + 1
+    if entry is not None and supports_prefix_cache(vlm) and cut < ids.shape[0]:
+        rope_kw = {k: feed[k] for k in ("mm_token_type_ids", "image_grid_thw", "attention_mask") if k in feed}
+        position_ids, _ = vlm.model.model.get_rope_index(feed["input_ids"], **rope_kw)
+        key = ("vlm-prefix", id(vlm.model), tuple(ids[:cut].tolist()))
+        prefix = entry.get_or_compute(key, lambda: _image_prefix_cache(vlm, inputs, feed, position_ids, cut))
+        suffix = {k: feed[k][:, cut:] for k in ("input_ids", "mm_token_type_ids") if k in feed}
+        with vlm.lock, record_attention(rows, slice(s, e), set(layers)) as rec:
+            vlm.model(**suffix, attention_mask=feed["attention_mask"], position_ids=position_ids[..., cut:],
+                      cache=copy.deepcopy(prefix), use_cache=True, logits_to_keep=1)
+    else:
+        with vlm.lock, record_attention(rows, slice(s, e), set(layers)) as rec:
+            vlm.model(**feed, logits_to_keep=1, use_cache=False)
     if not rec.out:
         raise RuntimeError(f"no attention was recorded: {vlm.source} does not use Rea2Seg's attention function "
                            f"({vlm.model.config.get_text_config()._attn_implementation})")
@@ -253,9 +286,11 @@ def _heat_in_low_frame(heatmap: np.ndarray, input_size: tuple[int, int], img_siz
 
 def masks_from_prompts(sam: SamModel, emb, prompts: PromptBatch, sources: list[str], heatmap: np.ndarray,
                        config: DiscoveryConfig) -> Candidates:
-    """Batched SAM decoding, filtering by predicted IoU and stability (per prompt, the best mask always survives),
-    NMS at low resolution, then full-resolution post-processing of the survivors only."""
-    low, iou = decode_prompts(sam, emb, prompts, multimask=config.multimask, chunk=config.sam_chunk)
+    """SAM decoding (prompts batched on an accelerator, one per call on a CPU: ``decoder_chunk``), filtering by
+    predicted IoU and stability (per prompt, the best mask always survives), NMS at low resolution, then
+    full-resolution post-processing of the survivors only."""
+    low, iou = decode_prompts(sam, emb, prompts, multimask=config.multimask,
+                              chunk=decoder_chunk(emb.features.device, config.sam_chunk))
     stab = stability_scores(low, sam.sam.mask_threshold, config.stability_offset)
     n, m = iou.shape
     iou_np, stab_np = iou.cpu().numpy(), stab.cpu().numpy()

@@ -84,6 +84,14 @@ def decode_prompts(sam: SamModel, emb: SamEmbedding, prompts: PromptBatch, multi
     return low, iou
 
 
+def decoder_chunk(device: torch.device, requested: int) -> int:
+    """Prompts per mask-decoder call: ``requested`` on an accelerator, where one batched call costs about what one
+    prompt does; 1 on a CPU, where each prompt's work (its own pass over the 64x64 embedding) is the same batched or
+    not and a batch only adds memory traffic (SAM's 256-d decoder, 12 point prompts in one call: 1.4-1.7x slower
+    than one by one on a 2-core EPYC; bench/README.md)."""
+    return max(1, requested) if torch.device(device).type != "cpu" else 1
+
+
 def stability_scores(low: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
     """SAM's stability score (IoU of the mask thresholded at +-offset) on (..., h, w) logits."""
     hi = (low > threshold + offset).flatten(-2).sum(-1).float()
