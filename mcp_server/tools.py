@@ -2,6 +2,8 @@
 convert the result (JSON text + one small PNG + structured content)."""
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import itertools
 import json
@@ -11,7 +13,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Literal
 
 import anyio
-import anyio.lowlevel
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
@@ -70,15 +71,16 @@ def _user_errors():
 
 def _progress_reporter(ctx: Context):
     """Engine progress (stage, done, total), called in the engine thread, as MCP progress notifications. Created on
-    the event loop, whose token lets any thread post to it."""
+    the event loop; each notification is posted to it without waiting (in order), so the engine never stalls on a
+    busy loop or a slow client."""
     step = itertools.count(1)
-    token = anyio.lowlevel.current_token()
+    loop = asyncio.get_running_loop()
 
     def report(stage: str, done: int, total: int) -> None:
         message = f"{stage} {done}/{total}" if total else stage
         try:
-            anyio.from_thread.run(ctx.report_progress, next(step), None, message, token=token)
-        except Exception:  # the request may be gone (cancelled); progress must never fail the job
+            asyncio.run_coroutine_threadsafe(ctx.report_progress(next(step), None, message), loop)
+        except Exception:  # the loop may be closing; progress must never fail the job
             pass
     return report
 
