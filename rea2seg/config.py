@@ -33,7 +33,8 @@ class DiscoveryConfig:
     nms_iou: candidates overlapping a better one above this mask IoU are removed.
     min_area_fraction: masks smaller than this fraction of the image are dropped.
     max_candidates: cap on the number of candidates returned.
-    sam_chunk: prompts per batched SAM decoder call (memory bound).
+    sam_chunk: prompts per batched SAM decoder call on an accelerator (memory bound); a CPU decodes one prompt per
+        call, which is faster there (see bench/README.md).
     vlm_max_pixels: pixel budget for the VLM's view of the image (None = the checkpoint's own setting).
     """
 
