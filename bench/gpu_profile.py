@@ -59,7 +59,7 @@ QWEN25_VL_TINY = dict(
 class Setup:
     name: str
     vlm_arch: dict
-    sam_kind: str  # a segment_anything registry kind, or a Rea2Seg small kind
+    sam_kind: str  # a published kind (vit_h/vit_l/vit_b) or a test architecture (tiny/bench)
     device: str
     dtype: str
     image_side: int = 1024
@@ -74,10 +74,11 @@ def build_vlm(setup: Setup, workdir: Path):
     import transformers as tf
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from rea2seg.attention import RECORDING_ATTENTION, register_recording_attention
+    from rea2seg.models.attention import RECORDING_ATTENTION, register_recording_attention
     from rea2seg.config import DiscoveryConfig
-    from rea2seg.loading import VLM, load_processor, resolve_dtype
-    from rea2seg.tiny import QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, build_tiny_tokenizer
+    from rea2seg.models.device import resolve_dtype
+    from rea2seg.models.vlm import VLM, load_processor
+    from rea2seg.testing import QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
@@ -112,15 +113,12 @@ def build_vlm(setup: Setup, workdir: Path):
 def build_sam(setup: Setup):
     import torch
 
-    from rea2seg.loading import SamModel, import_segment_anything
-    from rea2seg.tiny import SAM_ARCHS, build_sam_arch
+    from rea2seg.models.sam import SAM_ARCHS, SamModel
+    from rea2seg.testing import TEST_SAM_ARCHS
 
     torch.manual_seed(0)
     with torch.device(setup.device):  # built where it runs: no 2.5 GB detour through the CPU for ViT-H
-        if setup.sam_kind in SAM_ARCHS:
-            sam = build_sam_arch(setup.sam_kind)
-        else:
-            sam = import_segment_anything().sam_model_registry[setup.sam_kind](checkpoint=None)
+        sam = {**SAM_ARCHS, **TEST_SAM_ARCHS}[setup.sam_kind].build()
     sam.eval()  # fp32, as the engine runs SAM
     return SamModel(sam, setup.sam_kind, Path(f"random-init-{setup.sam_kind}"), torch.device(setup.device))
 
@@ -131,7 +129,7 @@ def top_up(candidates, n: int):
     import numpy as np
 
     from bench.run import synthetic_candidates
-    from rea2seg.candidates import Candidates
+    from rea2seg.types import Candidates
 
     if len(candidates) >= n:
         return candidates.subset(np.arange(n)), 0

@@ -21,10 +21,10 @@ def _attention(args) -> dict:
     from PIL import Image
 
     from bench.instrument import current_rss, peak_rss, reset_peak_rss
-    from rea2seg.attention import image_token_span, layer_band, record_attention
+    from rea2seg.models.attention import image_token_span, layer_band, record_attention
     from rea2seg.config import DiscoveryConfig
-    from rea2seg.loading import load_vlm
-    from rea2seg.prompting import chat_inputs, to_device
+    from rea2seg.models.vlm import load_vlm
+    from rea2seg.models.prompting import chat_inputs, to_device
 
     vlm = load_vlm(args.vlm, "cpu", max_pixels=args.max_pixels)
     if args.max_pixels:  # this probe's view size (the checkpoint's own setting is a cap load_vlm keeps)
@@ -77,7 +77,6 @@ def _segment(args) -> dict:
 
     from rea2seg import PipelineConfig, Rea2Seg
     from rea2seg.config import ScoringConfig
-    from rea2seg.segmenter import embed_image
 
     rss_imports = current_rss()
     cfg = PipelineConfig(scoring=ScoringConfig(mode=args.mode, max_new_tokens=args.max_new_tokens))
@@ -90,7 +89,7 @@ def _segment(args) -> dict:
     peak_load = peak_rss()
     # SAM's image encoder alone (its global-attention blocks hold (heads, 4096, 4096) float32 matrices)
     ok = reset_peak_rss()
-    embed_image(pipe.sam, image)
+    pipe.sam.embed(image)
     gc.collect()
     peak_sam_encoder = peak_rss() - rss_loaded
     _trim()

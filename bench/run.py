@@ -81,14 +81,14 @@ def log(msg: str) -> None:
 # ---- models and inputs -------------------------------------------------------------------------------------------------
 
 def _tag(size: BenchSize) -> str:
-    builder = (ROOT / "rea2seg" / "tiny.py").read_bytes()
+    builder = b"".join(p.read_bytes() for p in sorted((ROOT / "rea2seg" / "testing").glob("*.py")))
     return hashlib.sha1(builder + json.dumps(asdict(size), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def build_models(size: BenchSize, root: Path | None = None) -> tuple[Path, Path]:
     """Random-weight bench models, built once per size and builder version into ``root`` (a temp folder by
     default). Returns (vlm_dir, sam_path)."""
-    from rea2seg.tiny import build_tiny_sam, build_tiny_vlm
+    from rea2seg.testing import build_tiny_sam, build_tiny_vlm
 
     root = Path(root) if root else Path(tempfile.gettempdir()) / f"rea2seg-bench-{size.name}-{_tag(size)}"
     vlm_dir, sam_path = root / "vlm", root / f"sam_{size.sam_kind}.safetensors"
@@ -134,7 +134,7 @@ def synthetic_candidates(image_hw: tuple[int, int], n: int = N_CANDIDATES):
     image, as for most real candidates). Scoring cost does not depend on what the masks cover."""
     import numpy as np
 
-    from rea2seg.candidates import Candidates
+    from rea2seg.types import Candidates
 
     H, W = image_hw
     yy, xx = np.mgrid[0:H, 0:W]
@@ -264,16 +264,17 @@ def rows_sam(pipe, image, repeats: int) -> list[Row]:
     import torch
 
     from bench.instrument import side_by_side
-    from rea2seg.discovery import find_peaks, masks_from_prompts, prompts_from_peaks
-    from rea2seg.loading import SamModel, import_segment_anything
-    from rea2seg.segmenter import SamEmbedding, decode_prompts, decoder_chunk, embed_image, predict_one_by_one
+    from rea2seg.discovery import masks_from_prompts, prompts_from_peaks
+    from rea2seg.heatmap import find_peaks
+    from rea2seg.models.sam import SAM_ARCHS, SamEmbedding, SamModel, decoder_chunk
+    from rea2seg.testing.reference import predict_one_by_one
 
     cfg = replace(pipe.config.discovery, peak_threshold=0.0)  # the default cap: 6 peaks -> 12 prompts
     d = pipe.discover(image, QUESTION)
     grid = torch.as_tensor(d.grid)
     peaks, _ = find_peaks(grid, cfg.peak_threshold, cfg.peak_min_distance, cfg.max_peaks)
     prompts, sources, _ = prompts_from_peaks(grid, peaks, image.shape[:2], cfg)
-    emb = embed_image(pipe.sam, image)
+    emb = pipe.sam.embed(image)
     res = {}
     fns = {"engine": lambda: res.__setitem__("a", masks_from_prompts(pipe.sam, emb, prompts, sources, d.heatmap,
                                                                      cfg)),
@@ -296,15 +297,14 @@ def rows_sam(pipe, image, repeats: int) -> list[Row]:
                f"B all {loop_masks.shape[0]}; image {image.shape[1]}x{image.shape[0]}; bench SAM (128-d decoder)")
 
     torch.manual_seed(0)
-    real = import_segment_anything().sam_model_registry["vit_b"](checkpoint=None).eval()
+    real = SAM_ARCHS["vit_b"].build()
     real_sam = SamModel(real, "vit_b", Path("random-init-vit_b"), torch.device("cpu"))
     real_emb = SamEmbedding(torch.randn(1, real.prompt_encoder.embed_dim, 64, 64), emb.input_size,
                             emb.original_size)
     n = len(prompts)
     out = {}
-    fns = {"one": lambda: out.__setitem__("one", decode_prompts(real_sam, real_emb, prompts, cfg.multimask, 1)),
-           "batched": lambda: out.__setitem__("batched", decode_prompts(real_sam, real_emb, prompts, cfg.multimask,
-                                                                        n))}
+    fns = {"one": lambda: out.__setitem__("one", real_sam.decode(real_emb, prompts, cfg.multimask, 1)),
+           "batched": lambda: out.__setitem__("batched", real_sam.decode(real_emb, prompts, cfg.multimask, n))}
     log(f"SAM's real decoder: {n} prompts, {repeats} repeats")
     t = side_by_side(fns, repeats)
     boxed = int((~np.isnan(prompts.boxes).any(1)).sum())
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.instrument import param_count
     from rea2seg import PipelineConfig, Rea2Seg
-    from rea2seg.prompting import chat_inputs
+    from rea2seg.models.prompting import chat_inputs
     from rea2seg.config import DiscoveryConfig, ScoringConfig
 
     torch.manual_seed(0)

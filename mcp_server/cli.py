@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="rea2seg-mcp %(levelname)s %(name)s: %(message)s")
 
     from rea2seg.errors import Rea2SegError
-    from rea2seg.paths import AllowedDirs, OutputDir
-    from rea2seg.service import SegmentationService
+    from rea2seg.serve.paths import AllowedDirs, OutputDir
+    from rea2seg.serve.service import SegmentationService
 
     try:
         allowed = AllowedDirs.from_env(args.allowed_dir)

@@ -1,14 +1,14 @@
-"""The MCP tools and resources: typed functions that check arguments, run a job on the shared engine service and
-convert the result (JSON text + one small PNG + structured content)."""
+"""The MCP tools and resources: typed module-level functions (the SDK's style) that check arguments, run a job on the
+engine service the server's lifespan holds, and convert the answer (JSON text + one small PNG + structured content).
+``build_server`` registers them on an ``MCPServer``."""
 from __future__ import annotations
 
 import asyncio
-
 import base64
 import itertools
 import json
 import logging
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Literal
 
@@ -19,9 +19,10 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from rea2seg import images
-from rea2seg.candidates import masks_to_boxes
+from rea2seg.config import MAX_TOP_K, ScoringMode
 from rea2seg.errors import Cancelled, Rea2SegError
-from rea2seg.service import AgentResult, SegmentationService
+from rea2seg.serve.service import SegmentationService
+from rea2seg.types import SegmentationResult
 
 from .schemas import DiscoverOutput, MaskOutput, Preview, SegmentOutput, StatusOutput
 
@@ -37,17 +38,22 @@ INSTRUCTIONS = (
 MASK_URI = "rea2seg://results/{result_id}/mask.png"
 CANDIDATE_URI = "rea2seg://results/{result_id}/candidates/{number}/mask.png"
 
-Mode = Literal["yesno", "reasoning", "comparative"]
 ImagePath = Annotated[str | None, Field(description="Absolute path of a local image inside the allowed directories")]
 ImageB64 = Annotated[str | None, Field(description="The image as base64 (or a data: URL), for programmatic clients; "
                                                    "give either this or image_path")]
 Question = Annotated[str, Field(description="What to find, as a question or description "
                                             "(e.g. 'which object can cut the bread?')")]
-TopK = Annotated[int, Field(ge=1, le=64, description="How many ranked candidates to report")]
-ModeArg = Annotated[Mode | None, Field(description="Scoring: yesno (fast), reasoning (explains), comparative (all "
-                                                   "candidates in one prompt); default from the server's preset")]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many ranked candidates to report")]
+ModeArg = Annotated[ScoringMode | None, Field(description="Scoring: yesno (fast), reasoning (explains), comparative "
+                                                          "(all candidates in one prompt); default from the server's "
+                                                          "preset")]
+Merge = Annotated[bool, Field(description="Answer with the union of the top_k masks")]
+AnswerPreview = Annotated[Literal["overlay", "mask", "none"],
+                          Field(description="Image returned: the mask drawn on the image, the bare mask, or none")]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+WRITES_FILES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                               open_world_hint=False)
 
 
 def _version() -> str:
@@ -55,6 +61,11 @@ def _version() -> str:
         return version("rea2seg")
     except PackageNotFoundError:
         return "unknown"
+
+
+def _service(ctx: Context) -> SegmentationService:
+    """The engine service this server was built with (held by its lifespan)."""
+    return ctx.request_context.lifespan_context
 
 
 @contextmanager
@@ -85,6 +96,10 @@ def _progress_reporter(ctx: Context):
     return report
 
 
+async def _run(ctx: Context, job) -> SegmentationResult:
+    return await _service(ctx).run_async(job, progress=_progress_reporter(ctx))
+
+
 def _result(model: BaseModel, png: bytes | None) -> CallToolResult:
     data = model.model_dump(mode="json")
     content: list = [TextContent(type="text", text=json.dumps(data, separators=(",", ":")))]
@@ -100,127 +115,148 @@ def _preview_info(kind: str, png: bytes | None) -> Preview | None:
     return Preview(kind=kind, width=w, height=h, png_bytes=len(png))
 
 
+def _answer_result(service: SegmentationService, answer: SegmentationResult, preview: str) -> CallToolResult:
+    png = service.preview(answer, preview)
+    out = SegmentOutput.model_validate(answer.to_json(mask_uri=MASK_URI.format(result_id=answer.result_id),
+                                                      preview=_preview_info(preview, png)))
+    return _result(out, png)
+
+
+def _discovery_result(service: SegmentationService, found: SegmentationResult, preview: str) -> CallToolResult:
+    png = service.preview(found, preview)
+    out = DiscoverOutput.model_validate(found.to_json(preview=_preview_info(preview, png)))
+    return _result(out, png)
+
+
+def _mask_result(service: SegmentationService, answer: SegmentationResult, candidate: int | None, format: str,
+                 save: bool, filename: str | None) -> CallToolResult:
+    info = answer.mask_info(candidate)
+    mask = answer.candidate_mask(candidate)
+    saved = service.save_mask(answer, candidate, filename) if save or filename else None
+    png = service.preview(answer, "mask", candidate) if format == "png" else None
+    uri = (MASK_URI.format(result_id=answer.result_id) if candidate is None
+           else CANDIDATE_URI.format(result_id=answer.result_id, number=candidate))
+    out = MaskOutput(result_id=answer.result_id, format=format, mask_uri=uri, **info,
+                     rle=images.rle_encode(mask) if format == "rle" else None,
+                     saved_path=str(saved) if saved else None, preview=_preview_info("mask", png))
+    return _result(out, png)
+
+
+# ---- tools ------------------------------------------------------------------------------------------------------------
+
+async def segment(ctx: Context, *, image_path: ImagePath = None, question: Question, image_base64: ImageB64 = None,
+                  top_k: TopK = 3, mode: ModeArg = None, merge: Merge = False, preview: AnswerPreview = "overlay",
+                  ) -> Annotated[CallToolResult, SegmentOutput]:
+    """Find the object in the image that answers the question; returns its box, score, the scorer's reasoning,
+    a result_id, and a preview (long side <= 1024 px). Full-resolution mask: get_mask or the mask_uri resource."""
+    with _user_errors():
+        service = _service(ctx)
+        answer = await _run(ctx, service.segment_job(question, image_path, image_base64, top_k=top_k, mode=mode,
+                                                     merge=merge))
+        return await anyio.to_thread.run_sync(_answer_result, service, answer, preview)
+
+
+async def discover_candidates(ctx: Context, *, image_path: ImagePath = None, question: Question,
+                              image_base64: ImageB64 = None,
+                              preview: Annotated[Literal["candidates", "heatmap", "none"],
+                                                 Field(description="Image returned: numbered candidates, the "
+                                                                   "attention heat map, or none")] = "candidates",
+                              ) -> Annotated[CallToolResult, DiscoverOutput]:
+    """Stage 1 only: candidate masks from where the VLM looks when reading the question, unscored. Follow with
+    score_candidates(result_id) to pick the answer."""
+    with _user_errors():
+        service = _service(ctx)
+        found = await _run(ctx, service.discover_job(question, image_path, image_base64))
+        return await anyio.to_thread.run_sync(_discovery_result, service, found, preview)
+
+
+async def score_candidates(ctx: Context, *,
+                           result_id: Annotated[str, Field(description="result_id of an earlier segment or "
+                                                                       "discover_candidates call")],
+                           question: Annotated[str | None, Field(description="Score for this question instead of "
+                                                                             "the original one")] = None,
+                           candidates: Annotated[list[int] | None, Field(
+                               description="Only these candidate numbers (as on the candidates image)")] = None,
+                           mode: ModeArg = None, top_k: TopK = 3, merge: Merge = False,
+                           preview: AnswerPreview = "overlay",
+                           ) -> Annotated[CallToolResult, SegmentOutput]:
+    """Stage 2: the VLM scores the candidates of an earlier result (all or some, optionally for another question
+    or mode) and the best one becomes the answer. Candidates keep their numbers. Returns a new result_id."""
+    with _user_errors():
+        service = _service(ctx)
+        answer = await _run(ctx, service.score_job(result_id, question, candidates, mode=mode, top_k=top_k,
+                                                   merge=merge))
+        return await anyio.to_thread.run_sync(_answer_result, service, answer, preview)
+
+
+async def get_mask(ctx: Context, *, result_id: Annotated[str, Field(description="result_id from an earlier call")],
+                   candidate: Annotated[int | None,
+                                        Field(description="Candidate number; omit for the answer")] = None,
+                   format: Annotated[Literal["png", "rle"],
+                                     Field(description="png: an image of the mask (long side <= 1024 px; the exact "
+                                                       "full-resolution PNG is the mask_uri resource); rle: the exact "
+                                                       "mask as COCO RLE")] = "png",
+                   save: Annotated[bool, Field(description="Also save the full-resolution PNG in the server's "
+                                                           "output directory")] = False,
+                   filename: Annotated[str | None, Field(description="File name for save (letters, digits, ._-)")]
+                   = None,
+                   ) -> Annotated[CallToolResult, MaskOutput]:
+    """A mask of an earlier result: the answer (default) or one candidate, as PNG or RLE, optionally saved."""
+    with _user_errors():
+        service = _service(ctx)
+        answer = service.get(result_id)
+        return await anyio.to_thread.run_sync(_mask_result, service, answer, candidate, format, save, filename)
+
+
+async def server_status(ctx: Context) -> Annotated[CallToolResult, StatusOutput]:
+    """Models and device, requests running/waiting, kept results, allowed directories and output directory."""
+    status = _service(ctx).status()
+    return _result(StatusOutput.model_validate({"version": _version(), "transport": ctx.mcp_server.transport,
+                                                **status}), None)
+
+
+# ---- resources --------------------------------------------------------------------------------------------------------
+
+def _mask_png(ctx: Context, result_id: str, number: int | None) -> bytes:
+    try:
+        return images.png_bytes(_service(ctx).get(result_id).candidate_mask(number))
+    except Rea2SegError as e:
+        raise ResourceError(str(e)) from None
+
+
+def answer_mask(result_id: str, ctx: Context) -> bytes:
+    """Full-resolution answer mask of a kept result."""
+    return _mask_png(ctx, result_id, None)
+
+
+def candidate_mask(result_id: str, number: str, ctx: Context) -> bytes:
+    """Full-resolution mask of one candidate."""
+    if not number.isdigit():
+        raise ResourceError(f"candidate number must be a whole number from 1, got {number!r}")
+    return _mask_png(ctx, result_id, int(number))
+
+
+# ---- the server -------------------------------------------------------------------------------------------------------
+
+class Rea2SegMCPServer(MCPServer):
+    """An ``MCPServer`` that remembers which transport serves it (``server_status`` reports it)."""
+
+    transport: str = "stdio"
+
+
 def build_server(service: SegmentationService, transport: str = "stdio") -> MCPServer:
-    """An MCPServer exposing ``service``: tools segment, discover_candidates, score_candidates, get_mask,
+    """An MCP server exposing ``service``: tools segment, discover_candidates, score_candidates, get_mask,
     server_status, and the masks of kept results as resources."""
-    mcp = MCPServer("rea2seg", instructions=INSTRUCTIONS, version=_version())
 
-    async def run(job, ctx: Context) -> AgentResult:
-        return await service.run_async(job, progress=_progress_reporter(ctx))
+    @asynccontextmanager
+    async def lifespan(_server):
+        yield service
 
-    def segment_result(entry: AgentResult, preview: str) -> CallToolResult:
-        png = service.preview(entry, preview)
-        out = SegmentOutput.model_validate({**entry.to_json(), "mask_uri": MASK_URI.format(result_id=entry.result_id),
-                                            "preview": _preview_info(preview, png)})
-        return _result(out, png)
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def segment(ctx: Context, *, image_path: ImagePath = None, question: Question,
-                      image_base64: ImageB64 = None, top_k: TopK = 3, mode: ModeArg = None,
-                      merge: Annotated[bool, Field(description="Answer with the union of the top_k masks")] = False,
-                      preview: Annotated[Literal["overlay", "mask", "none"],
-                                         Field(description="Image returned: the mask drawn on the image, the bare "
-                                                           "mask, or none")] = "overlay",
-                      ) -> Annotated[CallToolResult, SegmentOutput]:
-        """Find the object in the image that answers the question; returns its box, score, the scorer's reasoning,
-        a result_id, and a preview (long side <= 1024 px). Full-resolution mask: get_mask or the mask_uri resource."""
-        with _user_errors():
-            job = service.segment_job(question, image_path, image_base64, top_k=top_k, mode=mode, merge=merge)
-            entry = await run(job, ctx)
-            return await anyio.to_thread.run_sync(segment_result, entry, preview)
-
-    def discover_result(entry: AgentResult, preview: str) -> CallToolResult:
-        png = service.preview(entry, preview)
-        out = DiscoverOutput.model_validate({**entry.to_json(), "preview": _preview_info(preview, png)})
-        return _result(out, png)
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def discover_candidates(ctx: Context, *, image_path: ImagePath = None, question: Question,
-                                  image_base64: ImageB64 = None,
-                                  preview: Annotated[Literal["candidates", "heatmap", "none"],
-                                                     Field(description="Image returned: numbered candidates, the "
-                                                                       "attention heat map, or none")] = "candidates",
-                                  ) -> Annotated[CallToolResult, DiscoverOutput]:
-        """Stage 1 only: candidate masks from where the VLM looks when reading the question, unscored. Follow with
-        score_candidates(result_id) to pick the answer."""
-        with _user_errors():
-            entry = await run(service.discover_job(question, image_path, image_base64), ctx)
-            return await anyio.to_thread.run_sync(discover_result, entry, preview)
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def score_candidates(ctx: Context, *,
-                               result_id: Annotated[str, Field(description="result_id of an earlier segment or "
-                                                                           "discover_candidates call")],
-                               question: Annotated[str | None, Field(description="Score for this question instead "
-                                                                                 "of the original one")] = None,
-                               candidates: Annotated[list[int] | None, Field(
-                                   description="Only these candidate numbers (from 1, as on the candidates image)")]
-                               = None,
-                               mode: ModeArg = None, top_k: TopK = 3,
-                               merge: Annotated[bool, Field(description="Answer with the union of the top_k")] = False,
-                               preview: Annotated[Literal["overlay", "mask", "none"],
-                                                  Field(description="Image returned")] = "overlay",
-                               ) -> Annotated[CallToolResult, SegmentOutput]:
-        """Stage 2: the VLM scores the candidates of an earlier result (all or some, optionally for another question
-        or mode) and the best one becomes the answer. Returns a new result_id."""
-        with _user_errors():
-            job = service.score_job(result_id, question, candidates, mode=mode, top_k=top_k, merge=merge)
-            entry = await run(job, ctx)
-            return await anyio.to_thread.run_sync(segment_result, entry, preview)
-
-    def mask_result(entry: AgentResult, candidate: int | None, format: str, save: bool,
-                    filename: str | None) -> CallToolResult:
-        mask = entry.candidate_mask(candidate)
-        saved = service.save_mask(entry, candidate, filename) if save or filename else None
-        png = service.preview(entry, "mask", candidate) if format == "png" else None
-        uri = (MASK_URI.format(result_id=entry.result_id) if candidate is None
-               else CANDIDATE_URI.format(result_id=entry.result_id, number=candidate))
-        out = MaskOutput(result_id=entry.result_id, candidate=candidate, format=format,
-                         image_size=[int(mask.shape[1]), int(mask.shape[0])], mask_area=int(mask.sum()),
-                         box_xyxy=[float(v) for v in masks_to_boxes(mask[None])[0]], mask_uri=uri,
-                         rle=images.rle_encode(mask) if format == "rle" else None,
-                         saved_path=str(saved) if saved else None, preview=_preview_info("mask", png))
-        return _result(out, png)
-
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
-                                          open_world_hint=False))
-    async def get_mask(*, result_id: Annotated[str, Field(description="result_id from an earlier call")],
-                       candidate: Annotated[int | None,
-                                            Field(description="Candidate number (from 1); omit for the answer")] = None,
-                       format: Annotated[Literal["png", "rle"],
-                                         Field(description="png: an image of the mask (long side <= 1024 px; the "
-                                                           "exact full-resolution PNG is the mask_uri resource); rle: "
-                                                           "the exact mask as COCO RLE")] = "png",
-                       save: Annotated[bool, Field(description="Also save the full-resolution PNG in the server's "
-                                                               "output directory")] = False,
-                       filename: Annotated[str | None, Field(description="File name for save (letters, digits, ._-)")]
-                       = None,
-                       ) -> Annotated[CallToolResult, MaskOutput]:
-        """A mask of an earlier result: the answer (default) or one candidate, as PNG or RLE, optionally saved."""
-        with _user_errors():
-            entry = service.get(result_id)
-            return await anyio.to_thread.run_sync(mask_result, entry, candidate, format, save, filename)
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def server_status() -> Annotated[CallToolResult, StatusOutput]:
-        """Models and device, requests running/waiting, kept results, allowed directories and output directory."""
-        out = StatusOutput.model_validate({"version": _version(), "transport": transport, **service.status()})
-        return _result(out, None)
-
-    def mask_png(result_id: str, number: int | None) -> bytes:
-        try:
-            return images.png_bytes(service.get(result_id).candidate_mask(number))
-        except Rea2SegError as e:
-            raise ResourceError(str(e)) from None
-
-    @mcp.resource(MASK_URI, mime_type="image/png", description="Full-resolution answer mask of a kept result")
-    def answer_mask(result_id: str) -> bytes:
-        return mask_png(result_id, None)
-
-    @mcp.resource(CANDIDATE_URI, mime_type="image/png", description="Full-resolution mask of one candidate")
-    def candidate_mask(result_id: str, number: str) -> bytes:
-        if not number.isdigit():
-            raise ResourceError(f"candidate number must be a whole number from 1, got {number!r}")
-        return mask_png(result_id, int(number))
-
+    mcp = Rea2SegMCPServer("rea2seg", instructions=INSTRUCTIONS, version=_version(), lifespan=lifespan)
+    mcp.transport = transport
+    for tool in (segment, discover_candidates, score_candidates, server_status):
+        mcp.add_tool(tool, annotations=READ_ONLY)
+    mcp.add_tool(get_mask, annotations=WRITES_FILES)
+    mcp.resource(MASK_URI, mime_type="image/png", description=answer_mask.__doc__)(answer_mask)
+    mcp.resource(CANDIDATE_URI, mime_type="image/png", description=candidate_mask.__doc__)(candidate_mask)
     return mcp

@@ -4,8 +4,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import errors  # noqa: E402
-from .candidates import Candidates, SegmentationResult  # noqa: E402
 from .config import DiscoveryConfig, PipelineConfig, ScoringConfig  # noqa: E402
+from .types import Candidates, SegmentationResult  # noqa: E402
 
 __all__ = ["Rea2Seg", "Candidates", "SegmentationResult", "DiscoveryConfig", "PipelineConfig", "ScoringConfig",
            "errors", "__version__"]
@@ -15,7 +15,4 @@ def __getattr__(name):  # heavy imports (torch, transformers) only when the pipe
     if name == "Rea2Seg":
         from .pipeline import Rea2Seg
         return Rea2Seg
-    if name in ("images", "render", "presets", "loading"):
-        import importlib
-        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)

@@ -1,14 +1,27 @@
 """Configuration: frozen dataclasses with documented defaults. Presets (see ``presets.py``) are named instances."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
+#: How stage 2 scores candidates (every door offers exactly these).
 ScoringMode = Literal["yesno", "reasoning", "comparative"]
-SCORING_MODES: tuple[str, ...] = ("yesno", "reasoning", "comparative")
+SCORING_MODES: tuple[str, ...] = get_args(ScoringMode)
+
+# ---- limits: every check of an input uses these (rea2seg/inputs.py), every door publishes them --------------------
 
 #: Images above this many pixels are refused before decoding (decompression-bomb guard). 64 MP covers any camera.
 MAX_IMAGE_PIXELS = 64_000_000
+#: Each image side must be at least this many pixels.
+MIN_IMAGE_SIDE = 2
+#: Qwen-VL's processors refuse images whose long side is more than 200x the short side.
+MAX_ASPECT_RATIO = 200
+#: Longer questions are refused before tokenising ...
+MAX_QUESTION_CHARS = 2000
+#: ... and so are questions over this many tokens of the VLM's tokenizer.
+MAX_QUESTION_TOKENS = 512
+#: Ranked candidates a caller may ask to see.
+MAX_TOP_K = 64
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,3 @@ class PipelineConfig:
     top_k: int = 3
     cache_images: int = 4
     seed: int | None = 0
-
-    def with_mode(self, mode: str) -> "PipelineConfig":
-        return replace(self, scoring=replace(self.scoring, mode=mode))

@@ -5,43 +5,26 @@ from __future__ import annotations
 import copy
 import inspect
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from .attention import (heatmap_from_grids, image_token_span, layer_band, record_attention, token_grid, upsample)
-from .candidates import Candidates, masks_to_boxes
 from .config import DiscoveryConfig
-from .errors import InputError
+from .heatmap import find_peaks, heatmap_from_grids, peak_region_box, upsample
 from .image_cache import ImageCache, ImageEntry
-from .loading import VLM, SamModel
+from .models.attention import image_token_span, layer_band, record_attention, token_grid
+from .models.prompting import chat_inputs, to_device
+from .models.sam import PromptBatch, SamModel, decoder_chunk, stability_scores
+from .models.vlm import VLM
 from .parsing import parse_proposals
-from .progress import CancelCheck, Progress, check_cancel
-from .prompting import chat_inputs, to_device
-from .scoring import supports_prefix_cache
-from .segmenter import PromptBatch, decode_prompts, decoder_chunk, embed_image, stability_scores, upscale_masks
+from .types import CancelCheck, Candidates, Progress, SegmentationResult, check_cancel, masks_to_boxes
 
 DISCOVERY_PROMPT = "{question}"
 PROPOSAL_PROMPT = (
     'Please find "{question}" with bboxs and points. Compare the difference between object(s) and find the most '
     "closely matched object(s). Output the bbox(es) and point(s) inside the interested object(s) in JSON format, "
     'i.e., [{{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}}].')
-
-
-@dataclass
-class Discovery:
-    """Discovery's output. heatmap: (H, W) float32 in [0, 1]; grid: (h, w) float32 token-grid map; peaks: (K, 2)
-    float32 xy in image pixels; image: (H, W, 3) uint8 (the normalised input)."""
-
-    candidates: Candidates
-    heatmap: np.ndarray
-    grid: np.ndarray
-    peaks: np.ndarray
-    image: np.ndarray
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 # ---- VLM attention --------------------------------------------------------------------------------------------------
@@ -96,7 +79,7 @@ def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], e
     rows = torch.arange(e + 1, ids.shape[0])  # question + template text after <|vision_end|>
     feed = _feed_with_cached_features(vlm, inputs, entry)
     cut = e + 1
-    if entry is not None and supports_prefix_cache(vlm) and cut < ids.shape[0]:
+    if entry is not None and vlm.has_rope_index and cut < ids.shape[0]:
         rope_kw = {k: feed[k] for k in ("mm_token_type_ids", "image_grid_thw", "attention_mask") if k in feed}
         position_ids, _ = vlm.model.model.get_rope_index(feed["input_ids"], **rope_kw)
         key = ("vlm-prefix", id(vlm.model), tuple(ids[:cut].tolist()))
@@ -121,66 +104,6 @@ def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], e
 
 
 # ---- peaks -> prompts -----------------------------------------------------------------------------------------------
-
-def find_peaks(grid: torch.Tensor, threshold: float, min_distance: int, max_peaks: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Local maxima of an (h, w) map with value >= threshold * max, at least ``min_distance`` cells apart (greedy,
-    strongest first), at most ``max_peaks``. Returns (K, 2) float32 (row, col) refined to sub-cell precision by the
-    3x3 weighted centroid, and (K,) values. The global maximum is always returned (the centre for a flat map)."""
-    g = grid.float()
-    if float(g.max() - g.min()) < 1e-6:  # a flat map has no peaks: one prompt at the centre
-        return np.array([[(g.shape[0] - 1) / 2, (g.shape[1] - 1) / 2]], np.float32), np.array([float(g.max())],
-                                                                                               np.float32)
-    k = 2 * max(min_distance, 1) + 1
-    pooled = F.max_pool2d(g[None, None], k, stride=1, padding=k // 2)[0, 0]
-    gmax = float(g.max())
-    cand = ((g >= pooled) & (g >= threshold * gmax)).nonzero().tolist()
-    cand.sort(key=lambda rc: -float(g[rc[0], rc[1]]))
-    kept: list[tuple[int, int]] = []
-    for r, c in cand:
-        if all(max(abs(r - r2), abs(c - c2)) >= min_distance for r2, c2 in kept):
-            kept.append((r, c))
-        if len(kept) >= max_peaks:
-            break
-    if not kept:
-        idx = int(torch.argmax(g))
-        kept = [(idx // g.shape[1], idx % g.shape[1])]
-    h, w = g.shape
-    out = []
-    for r, c in kept:
-        r0, r1, c0, c1 = max(r - 1, 0), min(r + 2, h), max(c - 1, 0), min(c + 2, w)
-        patch = g[r0:r1, c0:c1].clamp(min=0)
-        tot = float(patch.sum())
-        if tot > 0:
-            rr, cc = torch.meshgrid(torch.arange(r0, r1, dtype=torch.float32),
-                                    torch.arange(c0, c1, dtype=torch.float32), indexing="ij")
-            out.append((float((patch * rr).sum()) / tot, float((patch * cc).sum()) / tot))
-        else:
-            out.append((float(r), float(c)))
-    values = np.array([float(g[r, c]) for r, c in kept], np.float32)
-    return np.array(out, np.float32).reshape(-1, 2), values
-
-
-def peak_region_box(grid: torch.Tensor, peak_rc: tuple[int, int], level: float) -> tuple[int, int, int, int]:
-    """Box (r0, c0, r1, c1), end-exclusive, of the 4-connected region around the peak where grid >= level * peak."""
-    g = grid.cpu().numpy()
-    h, w = g.shape
-    r, c = peak_rc
-    thr = level * g[r, c]
-    seen = np.zeros_like(g, bool)
-    stack, rows, cols = [(r, c)], [], []
-    seen[r, c] = True
-    while stack:
-        y, x = stack.pop()
-        rows.append(y)
-        cols.append(x)
-        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            ny, nx = y + dy, x + dx
-            if 0 <= ny < h and 0 <= nx < w and not seen[ny, nx] and g[ny, nx] >= thr:
-                seen[ny, nx] = True
-                stack.append((ny, nx))
-    return min(rows), min(cols), max(rows) + 1, max(cols) + 1
-
 
 def prompts_from_peaks(grid: torch.Tensor, peaks_rc: np.ndarray, image_hw: tuple[int, int], config: DiscoveryConfig
                        ) -> tuple[PromptBatch, list[str], np.ndarray]:
@@ -274,41 +197,31 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
     return np.array(keep, np.int64)
 
 
-def _heat_in_low_frame(heatmap: np.ndarray, input_size: tuple[int, int], img_size: int, side: int) -> np.ndarray:
-    """The (H, W) heat map placed in SAM's low-res (side x side) frame (the image sits top-left, padded)."""
-    ih, iw = (max(1, round(v * side / img_size)) for v in input_size)
-    small = F.interpolate(torch.as_tensor(heatmap)[None, None], size=(ih, iw), mode="bilinear",
-                          align_corners=False)[0, 0].numpy()
-    out = np.zeros((side, side), np.float32)
-    out[:ih, :iw] = small
-    return out
-
-
 def masks_from_prompts(sam: SamModel, emb, prompts: PromptBatch, sources: list[str], heatmap: np.ndarray,
                        config: DiscoveryConfig) -> Candidates:
     """SAM decoding (prompts batched on an accelerator, one per call on a CPU: ``decoder_chunk``), filtering by
     predicted IoU and stability (per prompt, the best mask always survives), NMS at low resolution, then
     full-resolution post-processing of the survivors only."""
-    low, iou = decode_prompts(sam, emb, prompts, multimask=config.multimask,
-                              chunk=decoder_chunk(emb.features.device, config.sam_chunk))
-    stab = stability_scores(low, sam.sam.mask_threshold, config.stability_offset)
+    low, iou = sam.decode(emb, prompts, multimask=config.multimask,
+                          chunk=decoder_chunk(emb.features.device, config.sam_chunk))
+    stab = stability_scores(low, sam.mask_threshold, config.stability_offset)
     n, m = iou.shape
     iou_np, stab_np = iou.cpu().numpy(), stab.cpu().numpy()
     good = (iou_np >= config.min_sam_iou) & (stab_np >= config.min_stability)
     good[np.arange(n), iou_np.argmax(1)] = True
     pi, mi = np.nonzero(good)
     low_sel = low[pi, mi]
-    low_bin = (low_sel > sam.sam.mask_threshold).cpu().numpy()
+    low_bin = (low_sel > sam.mask_threshold).cpu().numpy()
     nonempty = low_bin.reshape(len(pi), -1).any(1)
     pi, mi, low_sel, low_bin = pi[nonempty], mi[nonempty], low_sel[torch.as_tensor(nonempty)], low_bin[nonempty]
     H, W = emb.original_size
     if len(pi) == 0:
         return Candidates.empty(H, W)
-    heat_low = _heat_in_low_frame(heatmap, emb.input_size, sam.img_size, low.shape[-1])
+    heat_low = sam.to_low_frame(emb, heatmap, low.shape[-1])
     mass_low = (low_bin * heat_low).reshape(len(pi), -1).sum(1) / max(float(heat_low.sum()), 1e-8)
     rank_score = iou_np[pi, mi] * (0.5 + mass_low)
     keep = mask_nms(low_bin, rank_score, config.nms_iou)[: 2 * config.max_candidates]
-    full = upscale_masks(sam, emb, low_sel[torch.as_tensor(keep)])
+    full = sam.upscale(emb, low_sel[torch.as_tensor(keep)])
     areas = full.reshape(len(keep), -1).sum(1)
     ok = areas >= max(1.0, config.min_area_fraction * H * W)
     keep, full = keep[ok], full[ok]
@@ -327,11 +240,10 @@ def masks_from_prompts(sam: SamModel, emb, prompts: PromptBatch, sources: list[s
 
 def discover_candidates(vlm: VLM, sam: SamModel, image: np.ndarray, question: str,
                         config: DiscoveryConfig = DiscoveryConfig(), cache: ImageCache | None = None,
-                        progress: Progress | None = None, cancel: CancelCheck | None = None) -> Discovery:
-    """image: (H, W, 3) uint8 RGB; question: the user's question. Returns the candidates (at most
-    ``config.max_candidates``), the heat map and the peaks. Stages report to ``progress(stage, done, total)``."""
-    if not isinstance(question, str) or not question.strip():
-        raise InputError("the question is empty; ask something about the image, e.g. 'the cup nearest the laptop'")
+                        progress: Progress | None = None, cancel: CancelCheck | None = None) -> SegmentationResult:
+    """image: (H, W, 3) uint8 RGB; question: the checked question (``inputs.check_question``). Returns an answer of
+    kind "discover": the candidates (at most ``config.max_candidates``, numbered from 1), the heat map, the token grid
+    and the peaks. Stages report to ``progress(stage, done, total)``."""
     timings: dict[str, float] = {}
     entry = cache.entry(image) if cache is not None else ImageEntry()
     pil = Image.fromarray(image)
@@ -345,7 +257,7 @@ def discover_candidates(vlm: VLM, sam: SamModel, image: np.ndarray, question: st
 
     stage("attention", 0)
     t = time.perf_counter()
-    grid_q = attention_grid(vlm, pil, DISCOVERY_PROMPT.format(question=question.strip()), layers, entry)
+    grid_q = attention_grid(vlm, pil, DISCOVERY_PROMPT.format(question=question), layers, entry)
     grid_g = None
     if config.relative_to_generic:
         key = ("generic-grid", id(vlm.model), tuple(layers), config.generic_prompt)
@@ -361,12 +273,12 @@ def discover_candidates(vlm: VLM, sam: SamModel, image: np.ndarray, question: st
     if config.vlm_proposals:
         extra, extra_sources, _ = proposal_prompts(vlm, pil, question, config.max_new_tokens_proposals)
         if extra is not None:
-            prompts, sources = _concat_prompts(prompts, extra), sources + extra_sources
+            prompts, sources = PromptBatch.concat(prompts, extra), sources + extra_sources
     timings["prompts"] = (time.perf_counter() - t) * 1000
 
     stage("sam_embedding", 2)
     t = time.perf_counter()
-    emb = entry.get_or_compute(("sam-embedding", id(sam.sam)), lambda: embed_image(sam, image))
+    emb = entry.get_or_compute(("sam-embedding", id(sam.sam)), lambda: sam.embed(image))
     timings["sam_embedding"] = (time.perf_counter() - t) * 1000
 
     stage("sam_masks", 3)
@@ -375,16 +287,5 @@ def discover_candidates(vlm: VLM, sam: SamModel, image: np.ndarray, question: st
     timings["sam_masks"] = (time.perf_counter() - t) * 1000
     if progress:
         progress("discovered", 4, 4)
-    return Discovery(candidates, heatmap, grid.cpu().numpy().astype(np.float32), peaks_xy, image, timings)
-
-
-def _concat_prompts(a: PromptBatch, b: PromptBatch) -> PromptBatch:
-    p = max(a.points.shape[1], b.points.shape[1])
-
-    def pad(x: PromptBatch):
-        k = p - x.points.shape[1]
-        return (np.concatenate([x.points, np.zeros((len(x), k, 2), np.float32)], 1),
-                np.concatenate([x.labels, -np.ones((len(x), k), np.int64)], 1))
-
-    (pa, la), (pb, lb) = pad(a), pad(b)
-    return PromptBatch(np.concatenate([pa, pb]), np.concatenate([la, lb]), np.concatenate([a.boxes, b.boxes]))
+    return SegmentationResult(question, image, candidates, heatmap, kind="discover",
+                              grid=grid.cpu().numpy().astype(np.float32), peaks=peaks_xy, timings_ms=timings)

@@ -12,14 +12,10 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import MAX_IMAGE_PIXELS
+from .config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 from .errors import InputError, OutputExistsError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-MIN_SIDE = 2
-#: Qwen-VL's processors refuse images whose long side is more than 200x the short side.
-MAX_ASPECT_RATIO = 200
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -64,18 +60,9 @@ def load_image(src: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
                          f"numpy array (H, W, 3) uint8")
     h, w = arr.shape[:2]
     _check_pixels(w, h, max_pixels)
-    if min(h, w) < MIN_SIDE:
-        raise InputError(f"image is {w}x{h} pixels; each side must be at least {MIN_SIDE} pixels")
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise InputError(f"image is {w}x{h} pixels; each side must be at least {MIN_IMAGE_SIDE} pixels")
     return arr
-
-
-def check_aspect_ratio(image: np.ndarray) -> np.ndarray:
-    """Raise ``InputError`` for an image too elongated for the VLM (more than ``MAX_ASPECT_RATIO``:1)."""
-    h, w = image.shape[:2]
-    if max(h, w) > MAX_ASPECT_RATIO * min(h, w):
-        raise InputError(f"image is {w}x{h}: its aspect ratio is {max(h, w) / min(h, w):.0f}:1, over the "
-                         f"{MAX_ASPECT_RATIO}:1 the VLM accepts; crop it or pad it to a less extreme shape")
-    return image
 
 
 def _load_path(path: Path, max_pixels: int) -> np.ndarray:

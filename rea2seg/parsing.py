@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Sequence
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
 _SCORE_PATTERNS = [
@@ -69,22 +70,25 @@ def _json_objects(text: str) -> list:
     return out
 
 
-def parse_comparative(text: str, n: int) -> dict[int, float]:
-    """Scores for candidates 1..n from a comparative reply -> {0-based index: [0, 1]}. Accepts
-    {"scores": {"1": 8, ...}}, {"1": 8, ...}, [{"id": 1, "score": 8}, ...], and "Candidate 1: 8/10" lines."""
-    if not isinstance(text, str) or n <= 0:
+def parse_comparative(text: str, numbers: int | Sequence[int]) -> dict[int, float]:
+    """Scores for the candidates numbered ``numbers`` (an int n means 1..n) from a comparative reply ->
+    {index into ``numbers``: [0, 1]}. Accepts {"scores": {"1": 8, ...}}, {"1": 8, ...}, [{"id": 1, "score": 8}, ...],
+    and "Candidate 1: 8/10" lines."""
+    numbers = list(range(1, numbers + 1)) if isinstance(numbers, int) else [int(x) for x in numbers]
+    if not isinstance(text, str) or not numbers:
         return {}
     body = strip_thinking(text)
     found: dict[int, float] = {}
+    where = {number: i for i, number in enumerate(numbers)}
 
     def put(key, value):
         try:
             k = int(str(key).strip().lstrip("#"))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return
         v = _to_unit(value) if not isinstance(value, (dict, list, bool)) else None
-        if 1 <= k <= n and v is not None:
-            found[k - 1] = v
+        if k in where and v is not None:
+            found[where[k]] = v
 
     for obj in reversed(_json_objects(body)):
         if isinstance(obj, dict) and isinstance(obj.get("scores"), (dict, list)):

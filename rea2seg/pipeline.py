@@ -9,21 +9,18 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .candidates import Candidates, SegmentationResult
-from .config import DiscoveryConfig, PipelineConfig, ScoringConfig, SCORING_MODES
-from .discovery import Discovery, discover_candidates
+from .config import DiscoveryConfig, PipelineConfig, ScoringConfig
+from .discovery import discover_candidates
 from .errors import InputError, ResourceError
 from .image_cache import ImageCache
-from .images import ImageLike, check_aspect_ratio, load_image
-from .loading import VLM, SamModel, forget_vlm, load_sam, load_vlm
-from .presets import get_preset, tiny_models_dir
-from .progress import CancelCheck, Progress
-from .questions import clean_question
+from .images import ImageLike
+from .inputs import check_image, check_mode, check_question, check_question_tokens, check_top_k
+from .models.sam import SamModel, load_sam
+from .models.vlm import VLM, forget_vlm, load_vlm
+from .presets import get_preset
 from .scoring import score_candidates
 from .selection import select_mask
-from .tiny import MEANINGLESS, ensure_tiny_models
-
-MAX_QUESTION_TOKENS = 512
+from .types import CancelCheck, Candidates, Progress, SegmentationResult
 
 
 def _friendly_errors(fn):
@@ -64,6 +61,8 @@ class Rea2Seg:
                     download: bool = False) -> "Rea2Seg":
         preset = get_preset(name)
         if preset.random_weights:
+            from .testing import MEANINGLESS, ensure_tiny_models, tiny_models_dir
+
             vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())
             return cls.from_pretrained(str(vlm_dir), str(sam_path), device=device, dtype=dtype,
                                        config=config or preset.config, name=name, warning=MEANINGLESS)
@@ -85,25 +84,20 @@ class Rea2Seg:
         return cls(v, s, sc, config, name, warning)
 
     # ---- stages ----------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _image(image: ImageLike) -> np.ndarray:
-        return check_aspect_ratio(load_image(image))
-
     def _question(self, question) -> str:
-        question = clean_question(question)
-        n = len(self.vlm.tokenizer.encode(question, add_special_tokens=False))
-        if n > MAX_QUESTION_TOKENS:
-            raise InputError(f"the question is {n} tokens long, over the limit of {MAX_QUESTION_TOKENS}; shorten it")
-        return question
+        return check_question_tokens(check_question(question), self.vlm.tokenizer)
 
     @_friendly_errors
     def discover(self, image: ImageLike, question: str, *, config: DiscoveryConfig | None = None,
-                 progress: Progress | None = None, cancel: CancelCheck | None = None) -> Discovery:
-        """Stage 1: candidates, heat map and peaks for ``question`` on ``image`` (path, PIL or (H, W, 3) uint8)."""
-        arr = self._image(image)
+                 progress: Progress | None = None, cancel: CancelCheck | None = None) -> SegmentationResult:
+        """Stage 1 on ``image`` (path, PIL or (H, W, 3) uint8): an answer of kind "discover" holding the candidates
+        (unscored, numbered from 1), the heat map and the peaks."""
+        arr = check_image(image)
         q = self._question(question)
-        return discover_candidates(self.vlm, self.sam, arr, q, config or self.config.discovery, self.cache, progress,
-                                   cancel)
+        found = discover_candidates(self.vlm, self.sam, arr, q, config or self.config.discovery, self.cache, progress,
+                                    cancel)
+        found.warning = self.warning
+        return found
 
     @_friendly_errors
     def score(self, image: ImageLike, question: str, candidates: Candidates, *, mode: str | None = None,
@@ -111,18 +105,21 @@ class Rea2Seg:
               cancel: CancelCheck | None = None) -> Candidates:
         """Stage 2: a scored copy of ``candidates`` (mode: yesno | reasoning | comparative)."""
         cfg = self._scoring_config(mode, config)
-        arr = self._image(image)
+        arr = check_image(image)
         if len(candidates) and candidates.image_size != arr.shape[:2]:
             raise InputError(f"candidates are for a {candidates.image_size[1]}x{candidates.image_size[0]} image but "
                              f"the image is {arr.shape[1]}x{arr.shape[0]}; score them on the image they came from")
         return score_candidates(self.scorer, arr, self._question(question), candidates, cfg, progress, cancel)
 
     def select(self, question: str, candidates: Candidates, *, top_k: int | None = None, merge: bool = False,
-               heatmap: np.ndarray | None = None, timings_ms: dict | None = None, mode: str | None = None
-               ) -> SegmentationResult:
+               heatmap: np.ndarray | None = None, timings_ms: dict | None = None, mode: str | None = None,
+               image: ImageLike | None = None) -> SegmentationResult:
         """Stage 3: rank and pick (``merge`` unions the top-k masks for multi-object questions)."""
-        return select_mask(question, candidates, top_k or self.config.top_k, merge, heatmap, timings_ms,
-                           mode or self.config.scoring.mode, self.warning)
+        arr = None if image is None else check_image(image)
+        found = SegmentationResult(check_question(question), arr, candidates, heatmap,
+                                   mode=check_mode(mode) or self.config.scoring.mode,
+                                   timings_ms=dict(timings_ms or {}), warning=self.warning)
+        return select_mask(found, check_top_k(top_k or self.config.top_k), merge)
 
     @_friendly_errors
     def segment(self, image: ImageLike, question: str, *, top_k: int | None = None, mode: str | None = None,
@@ -132,26 +129,25 @@ class Rea2Seg:
         heat map and per-stage timings (ms)."""
         t0 = time.perf_counter()
         cfg = self._scoring_config(mode, None)
+        top_k = check_top_k(top_k or self.config.top_k)
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
-        arr = self._image(image)
+        arr = check_image(image)
         q = self._question(question)
-        d = discover_candidates(self.vlm, self.sam, arr, q, self.config.discovery, self.cache, progress, cancel)
+        found = discover_candidates(self.vlm, self.sam, arr, q, self.config.discovery, self.cache, progress, cancel)
         t = time.perf_counter()
-        scored = score_candidates(self.scorer, arr, q, d.candidates, cfg, progress, cancel)
-        timings = dict(d.timings_ms, scoring=(time.perf_counter() - t) * 1000)
+        found.candidates = score_candidates(self.scorer, arr, q, found.candidates, cfg, progress, cancel)
+        found.timings_ms["scoring"] = (time.perf_counter() - t) * 1000
+        found.mode, found.warning = cfg.mode, self.warning
         t = time.perf_counter()
-        result = select_mask(q, scored, top_k or self.config.top_k, merge, d.heatmap, timings, cfg.mode,
-                             self.warning)
+        result = select_mask(found, top_k, merge)
         result.timings_ms["selection"] = (time.perf_counter() - t) * 1000
         result.timings_ms["total"] = (time.perf_counter() - t0) * 1000
         return result
 
     def _scoring_config(self, mode: str | None, config: ScoringConfig | None) -> ScoringConfig:
         cfg = config or self.config.scoring
-        if mode is not None:
-            if mode not in SCORING_MODES:
-                raise InputError(f"unknown scoring mode {mode!r}; use one of {', '.join(SCORING_MODES)}")
+        if check_mode(mode) is not None:
             cfg = replace(cfg, mode=mode)
         return cfg
 

@@ -1,9 +1,7 @@
 """Named model presets (frozen dataclasses): which VLM, which SAM, which scorer, and the pipeline settings."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .config import PipelineConfig, ScoringConfig
 from .errors import InputError
@@ -43,9 +41,3 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
-
-
-def tiny_models_dir() -> Path:
-    """Where the tiny-random models are built: $REA2SEG_TINY_DIR, else ~/.cache/rea2seg/tiny-random."""
-    env = os.environ.get("REA2SEG_TINY_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rea2seg" / "tiny-random"

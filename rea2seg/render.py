@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .candidates import Candidates
+from .types import Candidates
 
 PALETTE = np.array([
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
@@ -96,19 +96,23 @@ def _label(draw: ImageDraw.ImageDraw, text: str, xy: tuple[int, int], color, hw:
     draw.text((x + 4 - x0, y + 4 - y0), text, fill=tuple(color) if sum(color) > 200 else (255, 255, 255), font=font)
 
 
-def candidate_sheet(image: np.ndarray, candidates: Candidates, indices=None, alpha: float = 0.45) -> np.ndarray:
-    """All candidates on one image, each in its own colour with its number (1-based) at an interior point:
-    the set-of-marks view the comparative scorer and the preview use. Larger masks are drawn first."""
-    idx = list(range(len(candidates))) if indices is None else list(indices)
+def candidate_color(number: int) -> np.ndarray:
+    """The colour of candidate ``number`` in every view (it stays with the candidate, like its number)."""
+    return PALETTE[(int(number) - 1) % len(PALETTE)]
+
+
+def candidate_sheet(image: np.ndarray, candidates: Candidates, alpha: float = 0.45) -> np.ndarray:
+    """All candidates on one image, each in its own colour with its number (``candidates.numbers``) at an interior
+    point: the set-of-marks view the comparative scorer and the preview use. Larger masks are drawn first."""
     out = image.copy()
-    for i in sorted(idx, key=lambda j: -int(candidates.areas[j])):
-        out = overlay(out, candidates.masks[i], PALETTE[i % len(PALETTE)], alpha, box=False)
+    for i in sorted(range(len(candidates)), key=lambda j: -int(candidates.areas[j])):
+        out = overlay(out, candidates.masks[i], candidate_color(candidates.numbers[i]), alpha, box=False)
     img = Image.fromarray(out)
     draw = ImageDraw.Draw(img)
-    for i in idx:
+    for i in range(len(candidates)):
         if candidates.masks[i].any():
-            _label(draw, str(i + 1), _mark_point(candidates.masks[i]), tuple(int(c) for c in PALETTE[i % len(PALETTE)]),
-                   image.shape[:2])
+            _label(draw, str(int(candidates.numbers[i])), _mark_point(candidates.masks[i]),
+                   tuple(int(c) for c in candidate_color(candidates.numbers[i])), image.shape[:2])
     return np.asarray(img)
 
 
@@ -162,8 +166,8 @@ def topk_strip(image: np.ndarray, candidates: Candidates, k: int, max_height: in
     for i in range(k):
         score = candidates.scores[i]
         text = f"#{i + 1}" + ("" if np.isnan(score) else f" {score:.2f}")
-        tile = overlay(image, candidates.masks[i], PALETTE[i % len(PALETTE)], label=text) if len(candidates) \
-            else image
+        tile = overlay(image, candidates.masks[i], candidate_color(candidates.numbers[i]), label=text) \
+            if len(candidates) else image
         if s < 1:
             tile = np.asarray(Image.fromarray(tile).resize((round(tile.shape[1] * s), round(tile.shape[0] * s))))
         tiles.append(tile)

@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .candidates import Candidates
 from .config import ScoringConfig
 from .errors import InputError
-from .loading import VLM
+from .models.prompting import chat_inputs, to_device
+from .models.vlm import VLM
 from .parsing import parse_comparative, parse_score
-from .progress import CancelCheck, Progress, check_cancel
-from .prompting import chat_inputs, to_device
 from .render import candidate_sheet, candidate_view
+from .types import CancelCheck, Candidates, Progress, check_cancel
 
 YESNO_PROMPT = ('Question: "{question}"\nThe region highlighted in red (filled, outlined and boxed) is a candidate '
                 "answer. Does the highlighted region answer the question? Answer Yes or No.")
@@ -30,9 +29,19 @@ REASONING_PROMPT = ('Question: "{question}"\nThe region highlighted in red is a 
                     "sentences, say whether it is what the question asks for, then end with \"Score: N/10\" where N "
                     "is 0 (wrong) to 10 (exactly right).")
 COMPARATIVE_PROMPT = ('Question: "{question}"\nThe second image shows {n} candidate regions of the first image, each '
-                      "in its own colour and numbered 1 to {n}. Compare them: which one answers the question best? "
-                      "Reason briefly, then output JSON {{\"scores\": {{\"1\": s1, ...}}}} giving every candidate a "
-                      "score from 0 (wrong) to 10 (exactly right).")
+                      "in its own colour and numbered {numbered}. Compare them: which one answers the question best? "
+                      "Reason briefly, then output JSON {{\"scores\": {{\"{first}\": s{first}, ...}}}} giving every "
+                      "candidate a score from 0 (wrong) to 10 (exactly right).")
+
+
+def comparative_prompt(question: str, numbers) -> str:
+    """The comparative scorer's prompt for candidates drawn with ``numbers`` on the sheet."""
+    numbers = [int(x) for x in numbers]
+    if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+        numbered = f"{numbers[0]} to {numbers[-1]}" if len(numbers) > 1 else str(numbers[0])
+    else:
+        numbered = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+    return COMPARATIVE_PROMPT.format(question=question, n=len(numbers), numbered=numbered, first=numbers[0])
 
 
 def _yes_no_ids(vlm: VLM) -> tuple[int, int]:
@@ -81,10 +90,6 @@ def yesno_two_image_full(vlm: VLM, image: np.ndarray, views: list[np.ndarray], q
     with vlm.lock:
         out = vlm.model(**to_device(vlm, inputs), logits_to_keep=1, use_cache=False)
     return _last_logprobs(out.logits, *_yes_no_ids(vlm))
-
-
-def supports_prefix_cache(vlm: VLM) -> bool:
-    return hasattr(vlm.model, "model") and hasattr(vlm.model.model, "get_rope_index")
 
 
 @torch.inference_mode()
@@ -155,14 +160,12 @@ def candidate_views(image: np.ndarray, candidates: Candidates, config: ScoringCo
 def score_candidates(vlm: VLM, image: np.ndarray, question: str, candidates: Candidates,
                      config: ScoringConfig = ScoringConfig(), progress: Progress | None = None,
                      cancel: CancelCheck | None = None) -> Candidates:
-    """Score every candidate; returns a copy with ``scores`` in [0, 1], ``p_yes``, ``scored_by`` and ``reasoning``."""
-    if not isinstance(question, str) or not question.strip():
-        raise InputError("the question is empty; ask something about the image")
+    """Score every candidate for ``question`` (checked: ``inputs.check_question``); returns a copy with ``scores`` in
+    [0, 1], ``p_yes``, ``scored_by`` and ``reasoning``."""
     out = copy.deepcopy(candidates)
     n = len(out)
     if n == 0:
         return out
-    question = question.strip()
     mode = config.mode
     if progress:
         progress("scoring", 0, n)
@@ -170,7 +173,7 @@ def score_candidates(vlm: VLM, image: np.ndarray, question: str, candidates: Can
         if config.two_image:
             # The prefix cache needs Qwen-VL's rope index; other families (InternVL, LLaVA...) get the same two-image
             # prompts in full rather than silently losing the layout they asked for.
-            cached = supports_prefix_cache(vlm)
+            cached = vlm.has_rope_index
             two_image = yesno_two_image_cached if cached else yesno_two_image_full
             views = candidate_views(image, out, config, same_size=cached)
             rel, py = np.zeros(n, np.float32), np.zeros(n, np.float32)
@@ -196,10 +199,10 @@ def score_candidates(vlm: VLM, image: np.ndarray, question: str, candidates: Can
         out.reasoning = replies
     else:  # comparative
         sheet = candidate_sheet(image, out, alpha=config.alpha)
-        prompt = COMPARATIVE_PROMPT.format(question=question, n=n)
+        prompt = comparative_prompt(question, out.numbers)
         reply = generate_replies(vlm, [[Image.fromarray(image), Image.fromarray(sheet), prompt]],
                                  max(config.max_new_tokens, 24 * n), 1, cancel)[0]
-        found = parse_comparative(reply, n)
+        found = parse_comparative(reply, out.numbers)
         parsed = {i: found.get(i) for i in range(n)}
         out.reasoning = [reply] * n
     for i, v in parsed.items():

@@ -90,7 +90,7 @@ def _missing(what: str, folder: str, name: str, fetch: str) -> ModelNotFoundErro
 
 
 def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
-    from rea2seg import loading
+    from rea2seg.models.vlm import download_vlm
 
     name = repo_id.split("/")[-1]
     found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, name)
@@ -102,13 +102,13 @@ def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
     dest = comfy_bridge.folders(comfy_bridge.VLM_FOLDER)[0] / name
     # huggingface_hub reports this download's progress in ComfyUI's console, not on the node
     comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
-    return loading.download_vlm(repo_id, dest)
+    return download_vlm(repo_id, dest)
 
 
 def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
-    from rea2seg import loading
+    from rea2seg.models.download import SAM_CHECKPOINTS, download_sam
 
-    ck = loading.SAM_CHECKPOINTS[kind]
+    ck = SAM_CHECKPOINTS[kind]
     found = comfy_bridge.find_in_folders(comfy_bridge.SAM_FOLDER, ck.filename)
     if found is not None:
         return found
@@ -116,7 +116,7 @@ def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
         raise _missing(f"SAM checkpoint {ck.filename}", comfy_bridge.SAM_FOLDER, ck.filename,
                        f"turn on auto_download, or download {ck.url} into that folder")
     bar = comfy_bridge.StageProgress(node_id)
-    return loading.download_sam(kind, comfy_bridge.folders(comfy_bridge.SAM_FOLDER)[0],
+    return download_sam(kind, comfy_bridge.folders(comfy_bridge.SAM_FOLDER)[0],
                                 progress=lambda done, total: bar(f"downloading {ck.filename}", done, total))
 
 
@@ -171,7 +171,7 @@ class LoadModels:
     @staticmethod
     def _load(preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id) -> LoadedModels:
         from rea2seg import Rea2Seg, presets
-        from rea2seg.tiny import MEANINGLESS, ensure_tiny_models
+        from rea2seg.testing import MEANINGLESS, ensure_tiny_models
 
         dev = comfy_bridge.compute_device(device)
         warning, scorer, config, name = None, None, None, preset

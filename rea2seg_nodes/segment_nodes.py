@@ -2,13 +2,12 @@
 types, calls the engine once per image of the batch, and converts back."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rea2seg.candidates import Candidates
-from rea2seg.config import SCORING_MODES
+from rea2seg.config import MAX_TOP_K, SCORING_MODES
+from rea2seg.types import SegmentationResult, format_score
 
 from . import comfy_bridge, tensors
 from .model_nodes import CATEGORY, LoadedModels, engine_call
@@ -23,29 +22,18 @@ HIDDEN = {"hidden": {"node_id": "UNIQUE_ID"}}
 
 
 @dataclass
-class ImageCandidates:
-    """One image's candidates as they travel between nodes. image: (H, W, 3) uint8; heatmap: (H, W) float32."""
-
-    image: np.ndarray
-    question: str
-    candidates: Candidates
-    heatmap: np.ndarray
-    warning: str | None = None
-    mode: str = "unscored"
-
-
-@dataclass
 class CandidateBatch:
-    """The ``REA2SEG_CANDIDATES`` value: one entry per image of the batch, in batch order."""
+    """The ``REA2SEG_CANDIDATES`` value: the engine's answer per image of the batch, in batch order."""
 
-    items: list[ImageCandidates]
+    items: list[SegmentationResult]
 
 
 def _score_or_zero(value: float) -> float:
-    return 0.0 if value is None or math.isnan(value) else float(value)
+    """The FLOAT socket's value: a score, or 0.0 when there is none (a socket cannot carry 'unscored')."""
+    return 0.0 if value != value else float(value)
 
 
-def describe(item: ImageCandidates, limit: int | None = None) -> str:
+def describe(item: SegmentationResult, limit: int | None = None) -> str:
     """Candidates best first, one line each: rank, candidate number (as in the numbered preview), score, how it was
     scored, and the scorer's reasoning."""
     c = item.candidates
@@ -55,10 +43,10 @@ def describe(item: ImageCandidates, limit: int | None = None) -> str:
     rows = c.summary()
     for rank, i in enumerate(c.ranking()[:limit], 1):
         r = rows[i]
-        score = "unscored" if r["score"] is None else f"score {r['score']:.3f}"
+        score = format_score(c.scores[i])
         how = f" ({r['scored_by']})" if r["scored_by"] else ""
         why = f": {r['reasoning'].strip()}" if r["reasoning"].strip() else ""
-        lines.append(f"#{rank} candidate {i + 1}, {score}{how}, area {r['area']} px{why}")
+        lines.append(f"#{rank} candidate {r['number']}, score {score}{how}, area {r['area']} px{why}")
     return "\n".join(lines)
 
 
@@ -104,9 +92,8 @@ class DiscoverCandidates:
         items = []
         with models.use() as pipe:
             for i, frame in enumerate(frames):
-                d = engine_call(pipe.discover, frame, question, config=config, progress=progress.image(i),
-                                cancel=comfy_bridge.interrupted)
-                items.append(ImageCandidates(d.image, question, d.candidates, d.heatmap, models.warning))
+                items.append(engine_call(pipe.discover, frame, question, config=config, progress=progress.image(i),
+                                         cancel=comfy_bridge.interrupted))
         previews = [render.candidate_sheet(it.image, it.candidates) for it in items]
         heatmaps = [render.heatmap_overlay(it.image, it.heatmap) for it in items]
         return CandidateBatch(items), tensors.image_tensor(previews), tensors.image_tensor(heatmaps)
@@ -137,7 +124,7 @@ class ScoreCandidates:
                 scored = it.candidates if not len(it.candidates) else engine_call(
                     pipe.score, it.image, q, it.candidates, mode=mode, progress=progress.image(i),
                     cancel=comfy_bridge.interrupted)
-                out.append(replace(it, question=q, candidates=scored, mode=mode))
+                out.append(replace(it, kind="score", question=q, candidates=scored, mode=mode))
         batch = CandidateBatch(out)
         return batch, describe_batch(batch)
 
@@ -155,7 +142,7 @@ class SelectMask:
     def INPUT_TYPES(cls):
         return {"required": {
             "candidates": (CANDIDATES, {"tooltip": "Scored candidates (unscored ones rank by attention x SAM score)."}),
-            "top_k": ("INT", {"default": 3, "min": 1, "max": 32, "step": 1,
+            "top_k": ("INT", {"default": 3, "min": 1, "max": MAX_TOP_K, "step": 1,
                               "tooltip": "How many of the best candidates 'merge' joins."}),
             "merge": ("BOOLEAN", {"default": False, "tooltip": (
                 "Off: the best candidate. On: the union of the best top_k (for answers made of several parts).")}),
@@ -165,8 +152,7 @@ class SelectMask:
         from rea2seg import render
         from rea2seg.selection import select_mask
 
-        results = [engine_call(select_mask, it.question, it.candidates, int(top_k), bool(merge), it.heatmap,
-                               mode=it.mode, warning=it.warning) for it in candidates.items]
+        results = [engine_call(select_mask, it, int(top_k), bool(merge)) for it in candidates.items]
         masks = [r.mask for r in results]
         overlays = [render.overlay(it.image, r.mask) for it, r in zip(candidates.items, results)]
         score = min(_score_or_zero(r.score) for r in results)
@@ -186,7 +172,7 @@ class CandidateMasks:
     def INPUT_TYPES(cls):
         return {"required": {
             "candidates": (CANDIDATES,),
-            "top_k": ("INT", {"default": 4, "min": 1, "max": 32, "step": 1,
+            "top_k": ("INT", {"default": 4, "min": 1, "max": MAX_TOP_K, "step": 1,
                               "tooltip": "How many candidates per image (fewer if fewer were found)."}),
         }}
 
@@ -201,10 +187,9 @@ class CandidateMasks:
                 masks.append(np.zeros(it.image.shape[:2], bool))
                 overlays.append(it.image)
             for rank, i in enumerate(order, 1):
-                score = "" if np.isnan(c.scores[i]) else f" {c.scores[i]:.2f}"
                 masks.append(c.masks[i])
-                overlays.append(render.overlay(it.image, c.masks[i], render.PALETTE[i % len(render.PALETTE)],
-                                               label=f"#{rank} (candidate {i + 1}){score}"))
+                overlays.append(render.overlay(it.image, c.masks[i], render.candidate_color(c.numbers[i]),
+                                               label=f"#{rank} (candidate {c.numbers[i]}) {format_score(c.scores[i])}"))
         return tensors.mask_tensor(masks), tensors.image_tensor(overlays), describe_batch(candidates, int(top_k))
 
 
@@ -240,8 +225,7 @@ class ReasoningSegment:
                                            merge=bool(merge), progress=progress.image(i),
                                            cancel=comfy_bridge.interrupted))
         overlays = [render.overlay(f, r.mask) for f, r in zip(frames, results)]
-        batch = CandidateBatch([ImageCandidates(f, question, r.candidates, r.heatmap, r.warning, r.mode)
-                                for f, r in zip(frames, results)])
+        batch = CandidateBatch(results)
         score = min(_score_or_zero(r.score) for r in results)
         return (tensors.mask_tensor([r.mask for r in results]), tensors.image_tensor(overlays), score,
                 describe_batch(batch))

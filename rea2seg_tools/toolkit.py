@@ -2,7 +2,8 @@
 ``score_candidates``.
 
 Each answers with ``content_and_artifact``: the content (what the model sees) is a short JSON summary plus one small
-PNG block; the artifact (kept by the program, never sent to the model) is the ``AgentResult`` with numpy masks.
+PNG block; the artifact (kept by the program, never sent to the model) is the engine's answer, a ``SegmentationResult``
+with numpy masks.
 """
 from __future__ import annotations
 
@@ -16,19 +17,19 @@ from langchain_core.messages.content import create_image_block, create_text_bloc
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from rea2seg.config import MAX_TOP_K, ScoringMode
 from rea2seg.errors import Rea2SegError
-from rea2seg.paths import AllowedDirs, OutputDir
-from rea2seg.service import AgentResult, SegmentationService
-
-Mode = Literal["yesno", "reasoning", "comparative"]
+from rea2seg.serve.paths import AllowedDirs, OutputDir
+from rea2seg.serve.service import SegmentationService
+from rea2seg.types import SegmentationResult
 
 
 class SegmentInput(BaseModel):
     image_path: str = Field(description="Absolute path of a local image file inside the allowed directories")
     question: str = Field(description="What to find, as a question or description "
                                       "(e.g. 'which object can cut the bread?')")
-    top_k: int = Field(3, ge=1, le=64, description="How many ranked candidates to report")
-    mode: Mode | None = Field(None, description="Scoring: yesno (fast), reasoning (explains), comparative; "
+    top_k: int = Field(3, ge=1, le=MAX_TOP_K, description="How many ranked candidates to report")
+    mode: ScoringMode | None = Field(None, description="Scoring: yesno (fast), reasoning (explains), comparative; "
                                                 "default from the preset")
     merge: bool = Field(False, description="Answer with the union of the top_k masks")
 
@@ -41,10 +42,10 @@ class DiscoverInput(BaseModel):
 class ScoreInput(BaseModel):
     result_id: str = Field(description="result_id returned by discover_candidates or reasoning_segment")
     question: str | None = Field(None, description="Score for this question instead of the original one")
-    candidates: list[int] | None = Field(None, description="Only these candidate numbers (from 1, as drawn on the "
-                                                           "candidates image; default: all)")
-    mode: Mode | None = Field(None, description="Scoring: yesno, reasoning or comparative")
-    top_k: int = Field(3, ge=1, le=64, description="How many ranked candidates to report")
+    candidates: list[int] | None = Field(None, description="Only these candidate numbers (as drawn on the candidates "
+                                                           "image; default: all)")
+    mode: ScoringMode | None = Field(None, description="Scoring: yesno, reasoning or comparative")
+    top_k: int = Field(3, ge=1, le=MAX_TOP_K, description="How many ranked candidates to report")
     merge: bool = Field(False, description="Answer with the union of the top_k masks")
 
 
@@ -76,7 +77,7 @@ class _EngineTool(BaseTool):
     def _job(self, **kwargs):  # -> a job from the service (arguments checked there)
         raise NotImplementedError
 
-    def _respond(self, entry: AgentResult) -> tuple[list, AgentResult]:
+    def _respond(self, entry: SegmentationResult) -> tuple[list, SegmentationResult]:
         blocks = [create_text_block(text=json.dumps(entry.to_json(), separators=(",", ":")))]
         png = self.service.preview(entry, self.preview_kind) if self.include_image else None
         if png:

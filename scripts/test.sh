@@ -11,6 +11,7 @@ quiet_pip() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@
 quiet_pip $TORCH_SPEC
 quiet_pip -e ".[all,test]"
 echo "[test.sh] installed in ${SECONDS}s; venv $(du -sh .venv | cut -f1)"
+.venv/bin/lint-imports --no-cache  # architecture contracts (docs/ARCHITECTURE.md)
 .venv/bin/python scripts/setup_comfyui.py
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest -q -ra "$@"

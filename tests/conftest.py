@@ -15,14 +15,14 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One build per version of the tiny builder, shared with subprocesses (CLI, MCP server, ComfyUI) through the env.
-_builder = Path(__file__).resolve().parents[1] / "rea2seg" / "tiny.py"
-_tag = hashlib.sha1(_builder.read_bytes()).hexdigest()[:10]
+_builders = sorted((Path(__file__).resolve().parents[1] / "rea2seg" / "testing").glob("*.py"))
+_tag = hashlib.sha1(b"".join(p.read_bytes() for p in _builders)).hexdigest()[:10]
 os.environ.setdefault("REA2SEG_TINY_DIR", str(Path(tempfile.gettempdir()) / f"rea2seg-tiny-{_tag}"))
 
 
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
-    from rea2seg.tiny import ensure_tiny_models
+    from rea2seg.testing import ensure_tiny_models
 
     ensure_tiny_models(os.environ["REA2SEG_TINY_DIR"])
     return Path(os.environ["REA2SEG_TINY_DIR"])
@@ -30,7 +30,7 @@ def tiny_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_paths(tiny_dir) -> tuple[Path, Path]:
-    from rea2seg.tiny import ensure_tiny_models
+    from rea2seg.testing import ensure_tiny_models
 
     return ensure_tiny_models(tiny_dir)
 
@@ -45,7 +45,7 @@ def pipeline(tiny_dir):
 @pytest.fixture(scope="session")
 def family_dirs(tmp_path_factory) -> dict[str, Path]:
     """Tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL checkpoints."""
-    from rea2seg.tiny import FAMILIES, build_tiny_vlm
+    from rea2seg.testing import FAMILIES, build_tiny_vlm
 
     root = tmp_path_factory.mktemp("families")
     return {f: build_tiny_vlm(root / f, f) for f in FAMILIES}

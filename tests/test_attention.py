@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from rea2seg.attention import (heatmap_from_grids, image_token_span,
-                               layer_band, record_attention, token_grid, upsample)
-from rea2seg.discovery import attention_grid, find_peaks
-from rea2seg.loading import load_vlm
-from rea2seg.prompting import chat_inputs
+from rea2seg.discovery import attention_grid
+from rea2seg.heatmap import find_peaks, heatmap_from_grids, upsample
+from rea2seg.models.attention import image_token_span, layer_band, record_attention, token_grid
+from rea2seg.models.vlm import load_vlm
+from rea2seg.models.prompting import chat_inputs
 
 
 def _eager_rows(vlm, inputs, rows):

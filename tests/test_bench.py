@@ -80,7 +80,7 @@ def test_gpu_profile_full_size_architectures_build(tmp_path):
     sys.path.insert(0, str(ROOT))
     from bench import gpu_profile
     from bench.instrument import param_count
-    from rea2seg.attention import RECORDING_ATTENTION
+    from rea2seg.models.attention import RECORDING_ATTENTION
 
     setup = gpu_profile.Setup("meta", gpu_profile.QWEN25_VL_7B, "vit_h", "meta", "bf16")
     vlm = gpu_profile.build_vlm(setup, tmp_path)
@@ -109,7 +109,7 @@ def test_image_prefix_cache_gives_the_full_forward_map(family_dirs, family):
     attention maps equal those of the full forward pass."""
     from rea2seg.discovery import attention_grid
     from rea2seg.image_cache import ImageEntry
-    from rea2seg.loading import load_vlm
+    from rea2seg.models.vlm import load_vlm
 
     vlm = load_vlm(str(family_dirs[family]), "cpu")
     image = Image.open(ROOT / "assets" / "coffee.jpg").convert("RGB")

@@ -16,7 +16,7 @@ EXAMPLE = REPO / "assets" / "coffee.jpg"
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "rea2seg.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "rea2seg", *args], capture_output=True, text=True, cwd=cwd,
                           env=dict(os.environ), timeout=300)
 
 
@@ -33,7 +33,7 @@ def test_models_check_tiny(tiny_dir):
 
 
 def test_models_check_missing_names_fix(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "rea2seg.cli", "models", "check", "vit_b"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "rea2seg", "models", "check", "vit_b"], capture_output=True,
                        text=True, env=dict(os.environ, REA2SEG_MODELS_DIR=str(tmp_path)))
     assert r.returncode == 3 and "rea2seg models download vit_b" in r.stdout
 

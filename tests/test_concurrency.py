@@ -7,9 +7,9 @@ import time
 import anyio
 import pytest
 
-from rea2seg.concurrency import EngineGate
+from rea2seg.serve.gate import EngineGate
 from rea2seg.errors import BusyError, Cancelled, InputError
-from rea2seg.result_store import ResultStore
+from rea2seg.serve.store import ResultStore
 
 
 def _wait_until(cond, timeout=5.0):

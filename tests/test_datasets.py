@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from rea2seg.datasets import (LabelMeDataset, ParquetDataset, Sample, SkippedSample, coco_rle_counts,
+from rea2seg.eval.datasets import (LabelMeDataset, ParquetDataset, Sample, SkippedSample, coco_rle_counts,
                               decode_mask_cell, lisa_mask_from_shapes, normalize_category, open_dataset,
                               parse_column_mapping, rasterize_polygon)
 from rea2seg.errors import InputError

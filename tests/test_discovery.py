@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rea2seg.candidates import Candidates
+from rea2seg.types import Candidates
 from rea2seg.config import DiscoveryConfig
 from rea2seg.discovery import discover_candidates, mask_iou_matrix, mask_nms, prompts_from_peaks
-from rea2seg.segmenter import PromptBatch, decode_prompts, embed_image, predict_one_by_one, upscale_masks
+from rea2seg.models.sam import PromptBatch
+from rea2seg.testing.reference import predict_one_by_one
 
 
 def _prompts(h, w, n=7, seed=0):
@@ -21,11 +22,11 @@ def _prompts(h, w, n=7, seed=0):
 
 def test_batched_sam_equals_one_by_one(pipeline, image):
     sam = pipeline.sam
-    emb = embed_image(sam, image)
+    emb = sam.embed(image)
     prompts = _prompts(*image.shape[:2])
-    low, iou = decode_prompts(sam, emb, prompts, multimask=True, chunk=3)
+    low, iou = sam.decode(emb, prompts, multimask=True, chunk=3)
     n = len(prompts)
-    batched = upscale_masks(sam, emb, low.reshape(n * 3, *low.shape[-2:])).reshape(n, 3, *image.shape[:2])
+    batched = sam.upscale(emb, low.reshape(n * 3, *low.shape[-2:])).reshape(n, 3, *image.shape[:2])
     single, single_iou = predict_one_by_one(sam, emb, prompts)
     assert np.allclose(iou.numpy(), single_iou, atol=1e-5)
     mismatch = (batched != single).mean()
@@ -91,7 +92,7 @@ def test_vlm_proposals_scaled_to_image_pixels(pipeline, monkeypatch):
     image's pixels: Qwen2.5-VL answers in the pixels of its resized input."""
     from PIL import Image
     from rea2seg.discovery import proposal_prompts
-    from rea2seg.prompting import chat_inputs
+    from rea2seg.models.prompting import chat_inputs
     vlm = pipeline.vlm
     img = Image.new("RGB", (300, 200))
     _, gh, gw = (int(v) for v in chat_inputs(vlm, [[img, "x"]])["image_grid_thw"][0])

@@ -10,8 +10,8 @@ from langchain_core.messages import ToolMessage
 
 from mcp import Client
 from mcp_server.tools import build_server
-from rea2seg.paths import AllowedDirs
-from rea2seg.service import SegmentationService
+from rea2seg.serve.paths import AllowedDirs
+from rea2seg.serve.service import SegmentationService
 from rea2seg_tools import Rea2SegToolkit
 from reliability_cases import INPUT_CASES
 

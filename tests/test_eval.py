@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rea2seg.datasets import lisa_mask_from_shapes
+from rea2seg.eval.datasets import lisa_mask_from_shapes
 from rea2seg.errors import InputError, OutputExistsError
-from rea2seg.evaluate import ResultLog, markdown_table, prepare_out_dir, register_cli
-from rea2seg.metrics import ciou, giou, intersection_union
+from rea2seg.cli.eval import register_cli
+from rea2seg.eval.evaluate import OUTPUT_FILES, markdown_table
+from rea2seg.eval.runs import ResultLog, prepare_out_dir
+from rea2seg.eval.metrics import ciou, giou, intersection_union
 
 CATEGORIES = ["Discriminative", "Geometric", "Spatial", "Multi-step"]
 
@@ -123,23 +125,23 @@ def test_result_log_drops_partial_line_and_refuses_corruption(tmp_path):
 def test_out_dir_resumes_same_run_refuses_others(tmp_path):
     out = tmp_path / "run"
     info = {"dataset": {"path": "/x"}, "model": {"preset": "tiny-random"}}
-    prepare_out_dir(out, info, force=False)
+    prepare_out_dir(out, info, False, OUTPUT_FILES)
     (out / "results.jsonl").write_text('{"id": "a"}\n')
-    prepare_out_dir(out, info, force=False)  # same settings: resume, nothing deleted
+    prepare_out_dir(out, info, False, OUTPUT_FILES)  # same settings: resume, nothing deleted
     assert (out / "results.jsonl").exists()
     with pytest.raises(OutputExistsError, match="different settings \\(model\\)"):
-        prepare_out_dir(out, {**info, "model": {"preset": "other"}}, force=False)
+        prepare_out_dir(out, {**info, "model": {"preset": "other"}}, False, OUTPUT_FILES)
     (out / "notes.txt").write_text("user file")
-    prepare_out_dir(out, {**info, "model": {"preset": "other"}}, force=True)
+    prepare_out_dir(out, {**info, "model": {"preset": "other"}}, True, OUTPUT_FILES)
     assert not (out / "results.jsonl").exists() and (out / "notes.txt").exists()  # only our files go
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "summary.json").write_text("{}")
     with pytest.raises(OutputExistsError, match="summary.json"):
-        prepare_out_dir(foreign, info, force=False)
+        prepare_out_dir(foreign, info, False, OUTPUT_FILES)
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="is a file"):
-        prepare_out_dir(tmp_path / "file", info, force=False)
+        prepare_out_dir(tmp_path / "file", info, False, OUTPUT_FILES)
 
 
 def test_table_layouts():
@@ -169,10 +171,10 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from rea2seg.evaluate import evaluate_pipeline  # noqa: E402
-from rea2seg.datasets import open_dataset  # noqa: E402
+from rea2seg.eval.evaluate import evaluate_pipeline  # noqa: E402
+from rea2seg.eval.datasets import open_dataset  # noqa: E402
 from rea2seg.images import read_mask  # noqa: E402
-from rea2seg.metrics import iou_from  # noqa: E402
+from rea2seg.eval.metrics import iou_from  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +228,7 @@ def test_end_to_end_tiny_models(tmp_path, tiny_pipe, capsys):
 
 
 def test_export_scoring_data_tiny_models(tmp_path, tiny_pipe):
-    from rea2seg.export import export_scoring_data
+    from rea2seg.eval.export import export_scoring_data
 
     val = make_dataset(tmp_path, n=3)
     add_bad_sample(val)
@@ -256,7 +258,7 @@ def test_export_scoring_data_tiny_models(tmp_path, tiny_pipe):
 
 
 def _eval_cmd(val: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "rea2seg.cli", "eval", str(val), "--preset", "tiny-random", "--out", str(out),
+    return [sys.executable, "-m", "rea2seg", "eval", str(val), "--preset", "tiny-random", "--out", str(out),
             "--quiet"]
 
 

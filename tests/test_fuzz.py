@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from rea2seg.datasets import rasterize_polygon
+from rea2seg.eval.rasterize import rasterize_polygon
 from rea2seg.errors import InputError
 from rea2seg.images import rle_decode, rle_encode
-from rea2seg.paths import AllowedDirs
+from rea2seg.serve.paths import AllowedDirs
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

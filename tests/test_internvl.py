@@ -16,11 +16,11 @@ from PIL import Image
 
 from conftest import make_image
 from rea2seg import Rea2Seg
-from rea2seg.attention import RECORDING_ATTENTION
-from rea2seg.candidates import Candidates
+from rea2seg.models.attention import RECORDING_ATTENTION
+from rea2seg.types import Candidates
 from rea2seg.config import PipelineConfig, ScoringConfig
-from rea2seg.loading import load_vlm
-from rea2seg.prompting import chat_inputs
+from rea2seg.models.vlm import load_vlm
+from rea2seg.models.prompting import chat_inputs
 from rea2seg.scoring import (candidate_views, generate_replies, score_candidates, yesno_scores,
                              yesno_two_image_full)
 from tiny_internvl import build_tiny_internvl
@@ -163,7 +163,7 @@ def test_cli_segment_with_internvl_scorer(tiny_paths, internvl_dir, tmp_path):
     """What docs/INTERNVL.md tells users to run, with --vlm/--sam standing in for the preset's 7B models."""
     vlm_dir, sam_path = tiny_paths
     example = Path(__file__).resolve().parents[1] / "assets" / "coffee.jpg"
-    r = subprocess.run([sys.executable, "-m", "rea2seg.cli", "segment", str(example), "the cup", "--vlm",
+    r = subprocess.run([sys.executable, "-m", "rea2seg", "segment", str(example), "the cup", "--vlm",
                         str(vlm_dir), "--sam", str(sam_path), "--scorer", str(internvl_dir), "--mode", "comparative",
                         "--device", "cpu", "-o", str(tmp_path / "m.png"), "--overlay", str(tmp_path / "o.png"),
                         "--json"], capture_output=True, text=True, env=dict(os.environ), timeout=300)

@@ -18,7 +18,7 @@ from langchain_core.tools import BaseTool
 from PIL import Image
 from pydantic import BaseModel
 
-from rea2seg.service import AgentResult
+from rea2seg.types import SegmentationResult
 from rea2seg_tools import Rea2SegToolkit
 
 TOOLS = ["reasoning_segment", "discover_candidates", "score_candidates"]
@@ -112,7 +112,7 @@ def test_agent_loop_ends_with_image_and_mask_artifact(tools, files):
     img = Image.open(io.BytesIO(base64.b64decode(tm[0].content[1]["base64"])))
     assert tm[0].content[1]["mime_type"] == "image/png" and img.size == (96, 72)
     art = tm[0].artifact
-    assert isinstance(art, AgentResult) and art.result_id == summary["result_id"]
+    assert isinstance(art, SegmentationResult) and art.result_id == summary["result_id"]
     assert art.mask.dtype == bool and art.mask.shape == (72, 96)
     assert int(art.mask.sum()) == summary["mask_area"]
     assert isinstance(out["messages"][-1], AIMessage) and "answer is at" in out["messages"][-1].content

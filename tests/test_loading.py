@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from rea2seg import errors
-from rea2seg.loading import (SAM_CHECKPOINTS, SamCheckpoint, download_sam, infer_sam_kind, load_sam, load_vlm,
-                             resolve_device, resolve_dtype, resolve_vlm_dir, sha256_file)
-from rea2seg.tiny import build_tiny_sam
+from rea2seg.models.device import resolve_device, resolve_dtype
+from rea2seg.models.download import SAM_CHECKPOINTS, SamCheckpoint, download_sam, sha256_file
+from rea2seg.models.sam import SAM_ARCHS, kind_from_name, kind_from_state, load_sam
+from rea2seg.models.vlm import load_vlm, resolve_vlm_dir
+from rea2seg.testing import TEST_SAM_ARCHS, build_tiny_sam
 
 
 def test_local_dir_and_same_object(tiny_paths):
@@ -79,8 +81,9 @@ def test_vlm_dir_without_processor(tiny_paths, tmp_path):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_sam_formats_round_trip(tmp_path, suffix):
     path = build_tiny_sam(tmp_path / f"sam_tiny{suffix}", seed=3)
-    sam = load_sam(path)
-    assert sam.kind == "tiny"
+    # a .safetensors file carries its architecture; a .pth of a non-published size needs it given
+    sam = load_sam(path) if suffix == ".safetensors" else load_sam(path, arch=TEST_SAM_ARCHS["tiny"])
+    assert sam.kind == "custom"
     ref = build_tiny_sam(tmp_path / "ref.safetensors", seed=3)
     from safetensors.torch import load_file
     state = load_file(str(ref))
@@ -88,12 +91,27 @@ def test_sam_formats_round_trip(tmp_path, suffix):
         assert torch.equal(v, state[k]), k
 
 
-def test_sam_kind_from_state_dict_and_wrong_kind(tmp_path):
-    path = build_tiny_sam(tmp_path / "weights.safetensors")  # nothing in the name
-    assert load_sam(path).kind == "tiny"
-    assert infer_sam_kind(Path("sam_vit_b_01ec64.pth")) == "vit_b"
-    with pytest.raises(errors.CheckpointError, match="does not fit kind 'bench'"):
-        load_sam(path, kind="bench")
+def test_sam_kind_from_name_state_and_wrong_kind(tmp_path):
+    path = build_tiny_sam(tmp_path / "weights.safetensors")  # nothing in the name: the metadata tells
+    assert load_sam(path).kind == "custom"
+    assert kind_from_name(Path("sam_vit_b_01ec64.pth")) == "vit_b"
+    assert kind_from_state({"image_encoder.patch_embed.proj.weight": torch.zeros(1024, 3, 16, 16)}) == "vit_l"
+    with pytest.raises(errors.CheckpointError, match="does not fit kind 'vit_b'"):
+        load_sam(path, kind="vit_b")
+    pth = build_tiny_sam(tmp_path / "weights.pth")  # no metadata in a pickle, no kind in the name or weights
+    with pytest.raises(errors.CheckpointError, match="cannot tell which SAM"):
+        load_sam(pth)
+
+
+def test_published_architectures_match_segment_anything():
+    """SamArch builds Meta's three published models exactly as segment_anything's own registry does."""
+    from segment_anything import sam_model_registry
+
+    for kind, arch in SAM_ARCHS.items():
+        with torch.device("meta"):  # shapes only: no memory, no init time
+            ours = {k: tuple(v.shape) for k, v in arch.build().state_dict().items()}
+            theirs = {k: tuple(v.shape) for k, v in sam_model_registry[kind]().state_dict().items()}
+        assert ours == theirs, kind
 
 
 class _Evil:
@@ -170,7 +188,7 @@ def test_device_and_dtype():
 def test_families_load_and_run(family_dirs, family):
     vlm = load_vlm(str(family_dirs[family]), device="cpu")
     assert vlm.family == family
-    from rea2seg.prompting import chat_inputs, to_device
+    from rea2seg.models.prompting import chat_inputs, to_device
     from PIL import Image
     inputs = chat_inputs(vlm, [[Image.fromarray(np.zeros((64, 96, 3), np.uint8)), "the cup"]])
     with torch.inference_mode():

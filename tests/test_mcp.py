@@ -293,8 +293,8 @@ def test_discover_then_score(conn, files):
                           images.rle_decode(m["rle"]))
     n = d["n_candidates"]
     for bad in (0, n + 1):
-        assert f"has candidates 1..{n}" in error_text(conn.call("get_mask", {"result_id": d["result_id"],
-                                                                             "candidate": bad}))
+        assert f"candidate {bad} does not exist; the candidates are: 1" in error_text(
+            conn.call("get_mask", {"result_id": d["result_id"], "candidate": bad}))
     assert "unscored" in error_text(conn.call("get_mask", {"result_id": d["result_id"]}))
 
 

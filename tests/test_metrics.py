@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rea2seg.errors import InputError
-from rea2seg.metrics import (SampleResult, ciou, giou, intersection_union, iou_from, sample_iou, scores,
+from rea2seg.eval.metrics import (SampleResult, ciou, giou, intersection_union, iou_from, sample_iou, scores,
                              summarize)
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from rea2seg.errors import InputError
-from rea2seg.paths import AllowedDirs, OutputDir
+from rea2seg.serve.paths import AllowedDirs, OutputDir
 
 
 @pytest.fixture()

@@ -50,7 +50,7 @@ def test_cli_one_line(case, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     path = case.build(src)
-    r = subprocess.run([sys.executable, "-m", "rea2seg.cli", "segment", path, case.question, "--preset", "tiny-random",
+    r = subprocess.run([sys.executable, "-m", "rea2seg", "segment", path, case.question, "--preset", "tiny-random",
                         "-o", str(out / "m.png"), "--overlay", str(out / "o.png")],
                        capture_output=True, text=True, env=dict(os.environ), timeout=300)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -60,7 +60,7 @@ def test_cli_one_line(case, tmp_path):
 
 
 def test_cli_debug_shows_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "rea2seg.cli", "--debug", "segment", str(tmp_path / "x.png"), "q",
+    r = subprocess.run([sys.executable, "-m", "rea2seg", "--debug", "segment", str(tmp_path / "x.png"), "q",
                         "--preset", "tiny-random"], capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
@@ -77,7 +77,7 @@ def model_outcome(fn) -> tuple[str, str]:
 
 def _model_cases(tiny_paths, tmp: Path) -> list[tuple[str, str, object, str]]:
     import shutil
-    from rea2seg.tiny import build_tiny_sam
+    from rea2seg.testing import build_tiny_sam
     vlm_dir, sam_path = tiny_paths
     truncated = tmp / "sam_tiny_cut.safetensors"
     truncated.write_bytes(sam_path.read_bytes()[:5000])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from rea2seg import render
-from rea2seg.candidates import Candidates
+from rea2seg.types import Candidates
 
 
 def _masks(h=90, w=120):

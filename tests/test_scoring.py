@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from rea2seg import scoring
-from rea2seg.candidates import Candidates
+from rea2seg.types import Candidates, SegmentationResult
 from rea2seg.config import ScoringConfig
-from rea2seg.loading import load_vlm
+from rea2seg.models.vlm import load_vlm
 from rea2seg.parsing import parse_comparative, parse_proposals, parse_score
 from rea2seg.scoring import (candidate_views, score_candidates, yesno_scores, yesno_two_image_cached,
                              yesno_two_image_full)
@@ -118,11 +118,11 @@ def test_comparative_parser_on_json_like_text(values):
 def test_selection_picks_planted_best():
     c = _candidates(n=4)
     c.scores[:] = [0.2, 0.9, 0.5, np.nan]
-    r = select_mask("q", c, top_k=3)
+    r = select_mask(SegmentationResult("q", None, c), top_k=3)
     assert np.array_equal(r.mask, c.masks[1]) and r.score == pytest.approx(0.9)
     assert r.candidates.scores[:3].tolist() == pytest.approx([0.9, 0.5, 0.2])
     assert np.isnan(r.candidates.scores[3]), "unscored candidates rank last"
-    merged = select_mask("q", c, top_k=2, merge=True)
+    merged = select_mask(SegmentationResult("q", None, c), top_k=2, merge=True)
     assert np.array_equal(merged.mask, c.masks[1] | c.masks[2]) and merged.merged
 
 
@@ -130,9 +130,9 @@ def test_selection_ties_broken_by_discovery_score():
     c = _candidates(n=3)
     c.scores[:] = 0.5
     c.attention_scores[:] = [0.1, 0.7, 0.3]
-    assert select_mask("q", c, top_k=1).candidates.attention_scores[0] == pytest.approx(0.7)
+    assert select_mask(SegmentationResult("q", None, c), top_k=1).candidates.attention_scores[0] == pytest.approx(0.7)
 
 
 def test_selection_with_no_candidates():
-    r = select_mask("q", Candidates.empty(30, 40), top_k=3)
+    r = select_mask(SegmentationResult("q", None, Candidates.empty(30, 40)), top_k=3)
     assert r.mask.shape == (30, 40) and not r.mask.any() and "no candidate" in r.warning

@@ -42,7 +42,7 @@ def build_tiny_internvl(out_dir: str | os.PathLike, seed: int = 0, image_size: i
                               InternVLVideoProcessor)
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    from rea2seg.tiny import build_tiny_tokenizer
+    from rea2seg.testing import build_tiny_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rea2seg.config import MAX_TOP_K
+
 from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, ComfyServer, messages, run_with_events, ui_to_api
 
 pytestmark = pytest.mark.slow
@@ -82,8 +84,8 @@ def comfy_dir() -> Path:
 def comfy_base(tmp_path_factory, comfy_dir) -> Path:
     """ComfyUI's base directory: custom_nodes/rea2seg -> this repo, models/{LLM,sams} with tiny models, input/ with
     ComfyUI's own example.png (what the templates load) and a small non-square image."""
-    from rea2seg.presets import tiny_models_dir
-    from rea2seg.tiny import ensure_tiny_models
+    from rea2seg.testing import tiny_models_dir
+    from rea2seg.testing import ensure_tiny_models
 
     base = tmp_path_factory.mktemp("comfyui-base")
     (base / "custom_nodes").mkdir()
@@ -143,7 +145,7 @@ def test_pack_import_is_light():
     """Importing the pack (what ComfyUI does at start-up) loads neither transformers, the engine's pipeline, nor any
     ComfyUI module, and touches no network."""
     code = ("import sys; sys.path.insert(0, %r); import rea2seg_nodes; "
-            "heavy = [m for m in ('transformers', 'rea2seg.pipeline', 'rea2seg.loading', 'folder_paths', "
+            "heavy = [m for m in ('transformers', 'rea2seg.pipeline', 'rea2seg.models.vlm', 'folder_paths', "
             "'comfy', 'segment_anything', 'huggingface_hub') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code % str(REPO_ROOT)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
@@ -192,7 +194,7 @@ def test_object_info_declares_our_nodes(comfy, object_info):
     assert score["mode"][0] == ["yesno", "reasoning", "comparative"]
     select = req("Rea2Seg_SelectMask")
     assert select["candidates"][0] == "REA2SEG_CANDIDATES"
-    assert (select["top_k"][1]["min"], select["top_k"][1]["max"]) == (1, 32) and select["merge"][0] == "BOOLEAN"
+    assert (select["top_k"][1]["min"], select["top_k"][1]["max"]) == (1, MAX_TOP_K) and select["merge"][0] == "BOOLEAN"
     assert set(req("Rea2Seg_ReasoningSegment")) == {"image", "question", "models", "mode", "top_k", "merge"}
     for node_id in OURS:  # every widget explains itself
         for name, spec in req(node_id).items():
@@ -334,7 +336,7 @@ def test_missing_preset_model_names_the_exact_folder_and_file(comfy):
     assert err["exception_message"].startswith(f"VLM Qwen/Qwen2.5-VL-3B-Instruct not found: expected {expected} ")
     message = err["exception_message"].rstrip("\n")  # ComfyUI appends a newline
     assert "auto_download" in message and "\n" not in message
-    assert not any("rea2seg/loading.py" in line for line in err["traceback"])  # no engine traceback
+    assert not any("rea2seg/models/" in line for line in err["traceback"])  # no engine traceback
 
     # with auto_download on but no network allowed (HF_HUB_OFFLINE=1 here), it says so, naming the same place
     err = error_of(comfy.run(with_inputs(prompt, "Rea2Seg_LoadModels", auto_download=True)))
@@ -376,7 +378,7 @@ def test_engine_error_reaches_comfyui_as_its_message(comfy):
     assert err["node_type"] == "Rea2Seg_DiscoverCandidates"
     assert err["exception_type"] == "rea2seg.errors.InputError"
     assert err["exception_message"].startswith("the question is empty")
-    assert not any("rea2seg/pipeline.py" in line or "rea2seg/questions.py" in line for line in err["traceback"])
+    assert not any("rea2seg/pipeline.py" in line or "rea2seg/inputs.py" in line for line in err["traceback"])
 
 
 def test_interrupt_mid_run_stops_between_candidates(comfy):

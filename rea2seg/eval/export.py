@@ -23,11 +23,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..images import atomic_write_bytes, png_bytes, save_image, save_mask
+from ..render import candidate_sheet
+from ..scoring import REASONING_PROMPT, YESNO_PROMPT, candidate_views, comparative_prompt
 from .datasets import EvalDataset, Sample
-from .evaluate import (RUN_FILE, ResultLog, _exclusive, _select, _write_json, ensure_pipeline, make_out_dir,
-                       prepare_out_dir, run_samples)
-from .images import atomic_write_bytes, png_bytes, save_image, save_mask
 from .metrics import intersection_union, iou_from
+from .runs import (RUN_FILE, ResultLog, ensure_pipeline, exclusive, make_out_dir, prepare_out_dir, run_samples,
+                   select_keys, write_json)
 
 SAMPLES_FILE, EXPORT_SUMMARY_FILE = "samples.jsonl", "summary.json"
 EXPORT_DIRS = ("images", "targets", "masks", "prompts")
@@ -41,20 +43,16 @@ def target_score(iou: float, scale: int = 10) -> int:
 def scorer_views(pipe, image: np.ndarray, candidates) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Exactly what the pipeline's scorer is shown: one view per candidate (highlight, or a zoomed crop for a small
     candidate) for the yes/no and reasoning modes, and the numbered sheet for the comparative mode."""
-    from .render import candidate_sheet
-    from .scoring import candidate_views
-
     config = pipe.config.scoring
     views = candidate_views(image, candidates, config)
     return views, candidate_sheet(image, candidates, alpha=config.alpha) if len(candidates) else None
 
 
-def scorer_prompts(question: str, n: int) -> dict:
-    """The scorer's text prompts for this question (so a fine-tuning set can pair them with the views)."""
-    from .scoring import COMPARATIVE_PROMPT, REASONING_PROMPT, YESNO_PROMPT
-
+def scorer_prompts(question: str, numbers) -> dict:
+    """The scorer's text prompts for this question and candidates numbered ``numbers`` (so a fine-tuning set can pair
+    them with the views)."""
     return {"yesno": YESNO_PROMPT.format(question=question), "reasoning": REASONING_PROMPT.format(question=question),
-            "comparative": COMPARATIVE_PROMPT.format(question=question, n=n)}
+            "comparative": comparative_prompt(question, numbers) if len(numbers) else None}
 
 
 def sample_record(sample: Sample, candidates, scale: int = 10) -> dict:
@@ -96,10 +94,10 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
     export there). Returns the summary: n_samples, n_skipped, n_candidates, score_histogram (count per target score),
     candidate_recall (mean over samples of the best candidate IoU, 0 without candidates), n_without_candidates."""
     out = Path(out_dir)
-    keys = _select(dataset, limit)
+    keys = select_keys(dataset, limit)
     run_info = {"export": "mask-scoring", "dataset": dataset.identity(), "model": model_info or {}, "scale": scale}
     make_out_dir(out)
-    with _exclusive(out):
+    with exclusive(out):
         prepare_out_dir(out, run_info, force, files=(RUN_FILE, SAMPLES_FILE, EXPORT_SUMMARY_FILE), dirs=EXPORT_DIRS)
         for d in EXPORT_DIRS:
             (out / d).mkdir(exist_ok=True)
@@ -112,14 +110,14 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
             views, sheet = scorer_views(pipe, found.image, found.candidates)
             _write_sample_files(out, sample, found.candidates, views, sheet)
             rec = sample_record(sample, found.candidates, scale)
-            rec["prompts"] = scorer_prompts(sample.question, len(found.candidates))
+            rec["prompts"] = scorer_prompts(sample.question, found.candidates.numbers)
             return rec
 
         interrupted = run_samples(dataset, keys, log, records, work, "export", progress)
         summary = export_summary([records[k] for k in keys if k in records], scale)
         summary.update({"dataset": dataset.identity(), "split": dataset.split, "model": model_info or {},
                         "complete": all(k in records for k in keys)})
-        _write_json(out / EXPORT_SUMMARY_FILE, summary)
+        write_json(out / EXPORT_SUMMARY_FILE, summary)
     if interrupted:
         print(f"interrupted: {summary['n_samples'] + summary['n_skipped']}/{len(keys)} samples done; run the same "
               f"command again to resume", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 IGNORE_INDEX = 255
 IOU_EPS = 1e-5

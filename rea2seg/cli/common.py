@@ -1,20 +1,23 @@
-"""Model-choice arguments and pipeline construction shared by every command line (rea2seg segment/eval, rea2seg-mcp)."""
+"""What every command line shares (rea2seg segment/eval, rea2seg-mcp): model-choice arguments, pipeline construction,
+progress lines on stderr."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .errors import InputError
+from ..errors import InputError
+from ..models.download import SAM_KINDS
+from ..presets import PRESETS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("models")
-    g.add_argument("--preset", default=None,
-                   help="named preset: default, small, internvl-scorer, tiny-random (default: default)")
+    g.add_argument("--preset", default=None, help=f"named preset: {', '.join(PRESETS)} (default: default)")
     g.add_argument("--vlm", default=None, metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory")
     g.add_argument("--sam", default=None, metavar="PATH",
                    help="SAM checkpoint (.pth / .safetensors) or a kind (vit_h, vit_l, vit_b) from the models folder")
-    g.add_argument("--sam-kind", default=None, choices=("vit_h", "vit_l", "vit_b", "tiny", "bench"),
-                   help="SAM kind when the file name does not tell")
+    g.add_argument("--sam-kind", default=None, choices=SAM_KINDS,
+                   help="SAM kind when neither the file name nor the weights tell")
     g.add_argument("--scorer", default=None, metavar="ID_OR_DIR", help="a different VLM for scoring (default: --vlm)")
     g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     g.add_argument("--dtype", default=None, help="auto, fp32, fp16 or bf16 (default: bf16 on CUDA, fp32 on CPU)")
@@ -25,8 +28,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_pipeline(args: argparse.Namespace, config=None):
     """The ``Rea2Seg`` the model arguments ask for: --vlm/--sam (explicit) or --preset (default 'default')."""
-    from .pipeline import Rea2Seg
-    from .presets import get_preset
+    from ..pipeline import Rea2Seg
+    from ..presets import get_preset
 
     preset = getattr(args, "preset", None)
     vlm, sam = getattr(args, "vlm", None), getattr(args, "sam", None)
@@ -45,3 +48,17 @@ def build_pipeline(args: argparse.Namespace, config=None):
         return Rea2Seg.from_pretrained(p.vlm, p.sam, scorer=args.scorer, device=device, dtype=dtype,
                                        config=config or p.config, download=download, name=p.name)
     return Rea2Seg.from_preset(preset or "default", device=device, dtype=dtype, config=config, download=download)
+
+
+def stderr_progress(quiet: bool):
+    """A ``Progress`` printing one line per stage step on stderr (None when ``quiet``)."""
+    if quiet:
+        return None
+    last = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if last.get(stage) == done:
+            return
+        last[stage] = done
+        print(f"[rea2seg] {stage} {done}/{total}", file=sys.stderr, flush=True)
+    return progress

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from .errors import InputError
+from ..errors import InputError
 
 T = TypeVar("T")
 

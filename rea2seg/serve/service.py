@@ -2,35 +2,34 @@
 kept under ids for follow-up calls, small previews, masks out.
 
 A door builds a job (argument checks happen right there, so bad input fails before any waiting), runs it with
-``run`` or ``run_async`` and converts the ``AgentResult`` it gets into its own types. Nothing here knows MCP or
-LangChain.
+``run`` or ``run_async`` and converts the answer it gets (a ``SegmentationResult`` with its ``result_id``) into its own
+types. Nothing here knows MCP or LangChain.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 
-from . import images
-from .candidates import Candidates, SegmentationResult
-from .concurrency import EngineGate
-from .config import MAX_IMAGE_PIXELS, SCORING_MODES
-from .errors import Cancelled, InputError, ModelError, Rea2SegError
+from .. import images, render
+from ..config import MAX_IMAGE_PIXELS
+from ..errors import Cancelled, InputError, ModelError, Rea2SegError
+from ..inputs import check_mode, check_question, check_top_k
+from ..types import CancelCheck, Progress, SegmentationResult
+from .gate import EngineGate
 from .paths import AllowedDirs, OutputDir
-from .questions import clean_question
-from .result_store import ResultStore
+from .store import ResultStore
 
 if TYPE_CHECKING:
-    from .pipeline import Rea2Seg
+    from ..pipeline import Rea2Seg
 
 log = logging.getLogger("rea2seg.service")
 
-Progress = Callable[[str, int, int], None]
-CancelCheck = Callable[[], bool]
 PreviewKind = Literal["overlay", "mask", "candidates", "heatmap", "none"]
 
 #: Previews handed to a model: long side at most this many pixels ...
@@ -39,63 +38,6 @@ PREVIEW_MAX_SIDE = 1024
 PREVIEW_MAX_BYTES = 400_000
 #: Cap on a base64-encoded input image, in decoded bytes.
 MAX_BASE64_BYTES = 8 * 1024 * 1024
-
-
-@dataclass
-class AgentResult:
-    """One result kept for follow-up calls.
-
-    kind: "segment" (segment), "discover" (candidates, unscored) or "score" (candidates re-scored).
-    image: (H, W, 3) uint8, the normalised input. candidates: (N masks) best first for segment/score, discovery
-    order for discover. heatmap: (H, W) float32 in [0, 1]. result: the engine's SegmentationResult (None for
-    discover). source: the image path, or "image_base64".
-    """
-
-    result_id: str
-    kind: Literal["segment", "discover", "score"]
-    question: str
-    image: np.ndarray
-    candidates: Candidates
-    heatmap: np.ndarray | None
-    result: SegmentationResult | None
-    source: str
-    timings_ms: dict
-    warning: str | None = None
-
-    @property
-    def mask(self) -> np.ndarray | None:
-        """(H, W) bool, the answer; None for unscored candidates (use ``candidate_mask``)."""
-        return None if self.result is None else self.result.mask
-
-    def candidate_mask(self, number: int | None) -> np.ndarray:
-        """The answer mask (number None) or the mask of candidate ``number``, (H, W) bool.
-
-        Agent-facing candidate numbers start at 1, as drawn on the candidates image (``render.candidate_sheet``);
-        number k is ``candidates.masks[k - 1]``.
-        """
-        n = len(self.candidates)
-        if number is None:
-            if self.result is None:
-                raise InputError(f"result {self.result_id} holds {n} unscored candidates and no answer; pass "
-                                 f"candidate=1..{n} or score them first")
-            return self.result.mask
-        if not isinstance(number, int) or not 1 <= number <= n:
-            raise InputError(f"candidate {number!r} does not exist; result {self.result_id} has candidates 1..{n}"
-                             if n else f"result {self.result_id} has no candidates")
-        return self.candidates.masks[number - 1]
-
-    def to_json(self) -> dict:
-        """JSON-ready summary (no arrays): what the doors return as text / structured content."""
-        h, w = self.image.shape[:2]
-        if self.result is not None:
-            out = self.result.to_json(result_id=self.result_id, kind=self.kind)
-        else:
-            out = {"result_id": self.result_id, "kind": self.kind, "question": self.question, "image_size": [w, h],
-                   "candidates": self.candidates.summary(), "n_candidates": len(self.candidates),
-                   "timings_ms": {k: round(float(v), 1) for k, v in self.timings_ms.items()}}
-            if self.warning:
-                out["warning"] = self.warning
-        return out  # candidates carry the 1-based numbers drawn on the candidates image, which the tools take
 
 
 def preview_png(array: np.ndarray, max_side: int = PREVIEW_MAX_SIDE, max_bytes: int = PREVIEW_MAX_BYTES) -> bytes:
@@ -107,10 +49,6 @@ def preview_png(array: np.ndarray, max_side: int = PREVIEW_MAX_SIDE, max_bytes: 
         if len(data) <= max_bytes or side <= 128:
             return data
         side = int(side * 0.75)
-
-
-def _warning_of(obj) -> str | None:
-    return getattr(obj, "warning", None) or None
 
 
 class SegmentationService:
@@ -129,7 +67,7 @@ class SegmentationService:
         self.allowed_dirs = allowed_dirs if allowed_dirs is not None else AllowedDirs()
         self.output_dir = output_dir if output_dir is not None else OutputDir(None)
         self.gate = gate or EngineGate(capacity=1, max_queue=max_queue)
-        self.store: ResultStore[AgentResult] = ResultStore(max_results)
+        self.store: ResultStore[SegmentationResult] = ResultStore(max_results)
         self.max_base64_bytes = max_base64_bytes
         self.max_pixels = max_pixels
         self._loaded = threading.Event()
@@ -218,102 +156,84 @@ class SegmentationService:
             return images.load_image(arg, self.max_pixels)
         return images.decode_base64_image(arg, self.max_base64_bytes, self.max_pixels)
 
-    check_question = staticmethod(clean_question)
-
-    @staticmethod
-    def check_options(top_k: int, mode: str | None) -> None:
-        if not isinstance(top_k, int) or not 1 <= top_k <= 64:
-            raise InputError(f"top_k must be an integer from 1 to 64, got {top_k!r}")
-        if mode is not None and mode not in SCORING_MODES:
-            raise InputError(f"mode must be one of {', '.join(SCORING_MODES)} (or omitted), got {mode!r}")
-
     # ---- jobs: built (and checked) by the caller, run behind the gate ----------------------------------------------
 
     def segment_job(self, question: str, image_path: str | None = None, image_base64: str | None = None,
                     top_k: int = 3, mode: str | None = None, merge: bool = False):
         """Image + question -> the answer mask (discover, score, select)."""
-        question = self.check_question(question)
-        self.check_options(top_k, mode)
+        question, top_k, mode = check_question(question), check_top_k(top_k), check_mode(mode)
         source = self.check_image_source(image_path, image_base64)
 
-        def job(cancelled: CancelCheck, progress: Progress | None) -> AgentResult:
+        def job(cancelled: CancelCheck, progress: Progress | None) -> SegmentationResult:
             pipe = self.pipeline(cancelled, progress)
             image = self.load_image(source)
-            res = pipe.segment(image, question, top_k=top_k, mode=mode, merge=bool(merge), progress=progress,
-                               cancel=cancelled)
-            return self._keep("segment", question, image, res.candidates, res.heatmap, res, source[0],
-                              res.timings_ms, res.warning)
+            return self._keep(pipe.segment(image, question, top_k=top_k, mode=mode, merge=bool(merge),
+                                           progress=progress, cancel=cancelled))
         return job
 
     def discover_job(self, question: str, image_path: str | None = None, image_base64: str | None = None):
         """Image + question -> candidate masks from the attention map, unscored."""
-        question = self.check_question(question)
+        question = check_question(question)
         source = self.check_image_source(image_path, image_base64)
 
-        def job(cancelled: CancelCheck, progress: Progress | None) -> AgentResult:
+        def job(cancelled: CancelCheck, progress: Progress | None) -> SegmentationResult:
             pipe = self.pipeline(cancelled, progress)
             image = self.load_image(source)
-            d = pipe.discover(image, question, progress=progress, cancel=cancelled)
-            return self._keep("discover", question, d.image, d.candidates, d.heatmap, None, source[0],
-                              d.timings_ms, _warning_of(d) or _warning_of(pipe))
+            return self._keep(pipe.discover(image, question, progress=progress, cancel=cancelled))
         return job
 
     def score_job(self, result_id: str, question: str | None = None, candidates: list[int] | None = None,
                   mode: str | None = None, top_k: int = 3, merge: bool = False):
-        """Score (again) the candidates of a kept result, optionally a subset (1-based candidate numbers) and/or for
-        another question."""
+        """Score (again) the candidates of a kept result, optionally some of them (by candidate number) and/or for
+        another question. Candidates keep their numbers."""
         prev = self.store.get(result_id)
-        question = prev.question if question is None or question == "" else self.check_question(question)
-        self.check_options(top_k, mode)
+        question = prev.question if question is None or question == "" else check_question(question)
+        top_k, mode = check_top_k(top_k), check_mode(mode)
         n = len(prev.candidates)
         if n == 0:
             raise InputError(f"result {result_id} has no candidates to score; run segment or discover_candidates "
                              f"again with another question")
+        cands = prev.candidates
         if candidates is not None:
-            if not candidates or any(not isinstance(i, int) or not 1 <= i <= n for i in candidates) \
-                    or len(set(candidates)) != len(candidates):
-                raise InputError(f"candidates must be distinct candidate numbers from 1 to {n} (result {result_id} "
-                                 f"has {n}), got {candidates!r}")
-            cands = prev.candidates.subset(np.asarray(candidates, dtype=np.int64) - 1)
-        else:
-            cands = prev.candidates
+            if not candidates or len(set(candidates)) != len(candidates):
+                raise InputError(f"candidates must be a non-empty list of distinct candidate numbers, got "
+                                 f"{candidates!r}")
+            cands = cands.subset(np.array([cands.index_of(c) for c in candidates], np.int64))
 
-        def job(cancelled: CancelCheck, progress: Progress | None) -> AgentResult:
+        def job(cancelled: CancelCheck, progress: Progress | None) -> SegmentationResult:
             pipe = self.pipeline(cancelled, progress)
+            t = time.perf_counter()
             scored = pipe.score(prev.image, question, cands, mode=mode, progress=progress, cancel=cancelled)
-            res = pipe.select(question, scored, top_k=min(top_k, len(scored)), merge=bool(merge),
-                              heatmap=prev.heatmap)
-            return self._keep("score", question, prev.image, res.candidates, prev.heatmap, res, prev.source,
-                              res.timings_ms, res.warning)
+            timings = {"scoring": (time.perf_counter() - t) * 1000}
+            result = pipe.select(question, scored, top_k=min(top_k, len(scored)), merge=bool(merge),
+                                 heatmap=prev.heatmap, timings_ms=timings, mode=mode, image=prev.image)
+            return self._keep(replace(result, kind="score", grid=prev.grid, peaks=prev.peaks))
         return job
 
-    def _keep(self, kind, question, image, candidates, heatmap, result, source, timings, warning) -> AgentResult:
-        entry = AgentResult("", kind, question, image, candidates, heatmap, result, source, dict(timings or {}),
-                            warning)
-        entry.result_id = self.store.put(entry)
-        return entry
+    def _keep(self, result: SegmentationResult) -> SegmentationResult:
+        result.result_id = self.store.put(result)
+        return result
 
-    def run(self, job, progress: Progress | None = None, cancel: CancelCheck | None = None) -> AgentResult:
+    def run(self, job, progress: Progress | None = None, cancel: CancelCheck | None = None) -> SegmentationResult:
         """Run a job in this thread once it is its turn (synchronous doors)."""
         return self.gate.run(lambda cancelled: job(cancelled, progress), cancel=cancel)
 
-    async def run_async(self, job, progress: Progress | None = None) -> AgentResult:
+    async def run_async(self, job, progress: Progress | None = None) -> SegmentationResult:
         """Run a job in a worker thread once it is its turn; cancelling the awaiting task frees its place."""
         return await self.gate.run_async(lambda cancelled: job(cancelled, progress))
 
     # ---- outputs ---------------------------------------------------------------------------------------------------
 
-    def get(self, result_id: str) -> AgentResult:
+    def get(self, result_id: str) -> SegmentationResult:
         return self.store.get(result_id)
 
-    def preview(self, entry: AgentResult, kind: PreviewKind = "overlay", candidate: int | None = None) -> bytes | None:
+    def preview(self, entry: SegmentationResult, kind: PreviewKind = "overlay", candidate: int | None = None
+                ) -> bytes | None:
         """PNG bytes for a model to look at (see ``preview_png``), or None for kind "none".
 
         overlay: the answer (or ``candidate``) drawn on the image; mask: the bare mask; candidates: every candidate
         numbered on the image; heatmap: the attention map on the image.
         """
-        from . import render
-
         if kind == "none":
             return None
         if kind == "candidates":
@@ -329,7 +249,8 @@ class SegmentationService:
             return preview_png(render.overlay(entry.image, mask))
         raise InputError(f"preview must be one of overlay, mask, candidates, heatmap, none; got {kind!r}")
 
-    def save_mask(self, entry: AgentResult, candidate: int | None = None, filename: str | None = None) -> Path:
+    def save_mask(self, entry: SegmentationResult, candidate: int | None = None, filename: str | None = None
+                  ) -> Path:
         """Save a mask as a full-resolution PNG in the output folder (never overwriting); returns its path."""
         mask = entry.candidate_mask(candidate)
         name = filename or (f"{entry.result_id}_mask" if candidate is None

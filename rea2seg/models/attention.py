@@ -12,9 +12,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 RECORDING_ATTENTION = "rea2seg_sdpa_rows"
 _state = threading.local()
@@ -102,7 +100,7 @@ def layer_band(num_layers: int, band: tuple[float, float]) -> list[int]:
     return list(range(lo, min(hi, num_layers)))
 
 
-# ---- token grid -> heat map ----------------------------------------------------------------------------------------
+# ---- where the image tokens are ---------------------------------------------------------------------------------------
 
 def image_token_span(input_ids: torch.Tensor, image_token_id: int) -> tuple[int, int]:
     """(start, end) of the one contiguous run of image tokens in a 1-D ``input_ids``."""
@@ -123,53 +121,3 @@ def token_grid(per_token: torch.Tensor, grid_thw, merge: int) -> torch.Tensor:
     if t * h * w != per_token.numel():
         raise ValueError(f"{per_token.numel()} image tokens do not fit grid {t}x{h}x{w}")
     return per_token.reshape(t, h, w).mean(0)
-
-
-def gaussian_blur(grid: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(h, w) -> (h, w), reflect-padded separable Gaussian; sigma in cells (0 = none)."""
-    if sigma <= 0:
-        return grid
-    r = max(1, int(math.ceil(2.5 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = (k / k.sum()).to(grid)
-    g = grid[None, None]
-    pad_h, pad_w = min(r, grid.shape[0] - 1), min(r, grid.shape[1] - 1)
-    g = F.pad(g, (pad_w, pad_w, 0, 0), mode="reflect") if pad_w else g
-    g = F.conv2d(g, k[r - pad_w: r + pad_w + 1].view(1, 1, 1, -1)) if pad_w else g
-    g = F.pad(g, (0, 0, pad_h, pad_h), mode="reflect") if pad_h else g
-    g = F.conv2d(g, k[r - pad_h: r + pad_h + 1].view(1, 1, -1, 1)) if pad_h else g
-    return g[0, 0]
-
-
-def suppress_sinks(grid: torch.Tensor, quantile: float) -> torch.Tensor:
-    """Clip outlier tokens (attention sinks: a few background tokens that soak up attention whatever the text) to the
-    ``quantile`` of the map."""
-    if quantile >= 1.0 or grid.numel() < 8:
-        return grid
-    cap = torch.quantile(grid.flatten().float(), quantile)
-    return grid.clamp(max=float(cap))
-
-
-def normalise(grid: torch.Tensor) -> torch.Tensor:
-    lo, hi = grid.min(), grid.max()
-    return (grid - lo) / (hi - lo) if float(hi - lo) > 1e-12 else torch.zeros_like(grid)
-
-
-def heatmap_from_grids(question: torch.Tensor, generic: torch.Tensor | None, sink_quantile: float,
-                       sigma: float) -> torch.Tensor:
-    """Question map (h, w), optionally divided by the generic-prompt map (ViCrop rel-att), de-sinked, smoothed and
-    normalised to [0, 1]."""
-    m = suppress_sinks(question.float(), sink_quantile)
-    if generic is not None:
-        g = suppress_sinks(generic.float(), sink_quantile)
-        m = m / (g + g.mean() + 1e-8)
-        m = suppress_sinks(m, sink_quantile)
-    return normalise(gaussian_blur(normalise(m), sigma))
-
-
-def upsample(grid: torch.Tensor, size_hw: tuple[int, int]) -> np.ndarray:
-    """(h, w) -> (H, W) float32 numpy in [0, 1], bilinear (the grid covers the whole image: smart_resize only
-    rescales)."""
-    up = F.interpolate(grid[None, None].float(), size=size_hw, mode="bilinear", align_corners=False)[0, 0]
-    return up.clamp(0, 1).cpu().numpy().astype(np.float32)

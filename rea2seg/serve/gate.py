@@ -12,7 +12,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
-from .errors import BusyError, Cancelled
+from ..errors import BusyError, Cancelled
 
 T = TypeVar("T")
 

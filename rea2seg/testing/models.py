@@ -1,7 +1,8 @@
-"""Tiny random-weight models, built offline and saved in the same formats as real checkpoints.
+"""Random-weight models, built offline and saved in the same formats as real checkpoints: tiny ones for tests, CI
+and the ``tiny-random`` preset, bench-size ones for benchmarks.
 
-They exist to prove plumbing, shapes and logic in tests, CI and smoke runs, and load back through the same loaders a
-user's checkpoint takes. Their output is meaningless: every result made with them carries a warning saying so.
+They prove plumbing, shapes and logic, and load back through the same loaders a user's checkpoint takes. Their output
+is meaningless: every result made with them carries a warning saying so.
 """
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import json
 import os
 import shutil
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import torch
+
+from ..models.sam import SamArch, save_sam
 
 MEANINGLESS = "random-weight 'tiny-random' models: this output is meaningless (plumbing check only)"
 
@@ -119,51 +121,25 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
 
 # ---- SAM ------------------------------------------------------------------------------------------------------------
 
-#: Architectures of the small SAM kinds (Meta's vit_b/l/h come from ``segment_anything.sam_model_registry``).
-SAM_ARCHS = {
+#: Small SAM architectures (Meta's vit_b/l/h are ``rea2seg.models.sam.SAM_ARCHS``).
+TEST_SAM_ARCHS = {
     # ~0.1M params, 256 px encoder: tests
-    "tiny": dict(img_size=256, patch=16, embed_dim=32, depth=2, heads=2, prompt_dim=32, window=4, mlp_dim=64),
+    "tiny": SamArch(img_size=256, patch_size=16, embed_dim=32, depth=2, heads=2, global_attn_indexes=(1,),
+                    window_size=4, mlp_ratio=2, prompt_dim=32, decoder_mlp_dim=64, decoder_heads=2,
+                    iou_head_hidden_dim=32, mask_in_chans=4),
     # ~5M params, 1024 px encoder like the real ones: benchmarks (encoder compute dominates like real SAM)
-    "bench": dict(img_size=1024, patch=16, embed_dim=128, depth=4, heads=4, prompt_dim=128, window=14, mlp_dim=512),
+    "bench": SamArch(img_size=1024, patch_size=16, embed_dim=128, depth=4, heads=4, global_attn_indexes=(3,),
+                     window_size=14, mlp_ratio=2, prompt_dim=128, decoder_mlp_dim=512, decoder_heads=2,
+                     iou_head_hidden_dim=32, mask_in_chans=4),
 }
 
 
-def build_sam_arch(kind: str):
-    """An un-initialised ``segment_anything.Sam`` of a small kind ("tiny" or "bench")."""
-    from .loading import import_segment_anything
-
-    import_segment_anything()
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    a = SAM_ARCHS[kind]
-    emb = a["img_size"] // a["patch"]
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            depth=a["depth"], embed_dim=a["embed_dim"], img_size=a["img_size"], mlp_ratio=2,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=a["heads"], patch_size=a["patch"],
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=[a["depth"] - 1], window_size=a["window"],
-            out_chans=a["prompt_dim"]),
-        prompt_encoder=PromptEncoder(embed_dim=a["prompt_dim"], image_embedding_size=(emb, emb),
-                                     input_image_size=(a["img_size"], a["img_size"]), mask_in_chans=4),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
-            depth=2, embedding_dim=a["prompt_dim"], mlp_dim=a["mlp_dim"], num_heads=2),
-            transformer_dim=a["prompt_dim"], iou_head_depth=3, iou_head_hidden_dim=32),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
-
-
 def build_tiny_sam(path: str | os.PathLike, kind: str = "tiny", seed: int = 0) -> Path:
-    """Build a random-weight SAM of a small kind and save its state dict to ``path`` (.pth or .safetensors)."""
+    """Build a random-weight SAM of a small architecture and save it to ``path``: ``.safetensors`` carries the
+    architecture (loads with ``load_sam(path)``); a ``.pth`` needs ``load_sam(path, arch=TEST_SAM_ARCHS[kind])``."""
     torch.manual_seed(seed)
-    sam = build_sam_arch(kind)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in sam.state_dict().items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-        save_file(state, str(path))
-    else:
-        torch.save(state, path)
-    return path
+    arch = TEST_SAM_ARCHS[kind]
+    return save_sam(arch.build(), path, arch)
 
 
 def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl") -> tuple[Path, Path]:

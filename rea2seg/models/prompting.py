@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from .loading import VLM
+from .vlm import VLM
 
 
 def chat_inputs(vlm: VLM, conversations: list[list[Image.Image | str]]):

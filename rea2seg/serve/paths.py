@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Iterable
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Environment variable with the allowed directories, separated by ``os.pathsep`` (":" on Linux/macOS, ";" on Windows).
 ALLOWED_DIRS_ENV = "REA2SEG_ALLOWED_DIRS"

@@ -1,0 +1,213 @@
+"""The VLM (any transformers image-text-to-text model with a chat template): finding its directory (a path, a hub
+id in the models folder or the Hugging Face cache, or a download), loading it once per (directory, device, dtype) so
+discovery and scoring share one copy, and its processor."""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, InputError, ModelError, ModelNotFoundError
+from .device import resolve_device, resolve_dtype
+from .download import download_hub_dir, hub_local_dir, offline
+
+
+@dataclass
+class VLM:
+    """A loaded image-text-to-text model and its processor."""
+
+    model: Any
+    processor: Any
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    family: str
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def image_token_id(self) -> int:
+        cfg = self.model.config
+        tid = getattr(cfg, "image_token_id", None)
+        if tid is None:
+            tid = getattr(cfg, "image_token_index", None)
+        return int(tid)
+
+    @property
+    def merge_size(self) -> int:
+        return int(getattr(self.model.config.vision_config, "spatial_merge_size", 1) or 1)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.get_text_config().num_hidden_layers)
+
+    @property
+    def has_rope_index(self) -> bool:
+        """Qwen-VL models: 3-D rope positions can be computed for a whole sequence, so a KV-cached prefix can be
+        reused for suffixes (discovery's second question, two-image yes/no)."""
+        return hasattr(self.model, "model") and hasattr(self.model.model, "get_rope_index")
+
+    def token_id(self, word: str) -> int:
+        """The id of the first token of ``word`` (e.g. "Yes")."""
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if not ids:
+            raise ModelError(f"the tokenizer of {self.source} cannot encode {word!r}")
+        return int(ids[0])
+
+    def to(self, device: torch.device) -> "VLM":
+        self.model.to(device)
+        self.device = torch.device(device)
+        return self
+
+
+_VLM_FILES = ("config.json",)
+_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+_registry: dict[tuple, VLM] = {}
+_registry_lock = threading.Lock()
+
+
+def resolve_vlm_dir(source: str, download: bool = False) -> Path:
+    """A local directory for ``source`` (a directory, or a hub id found in the models folder or the HF cache,
+    downloaded when ``download``); ``ModelNotFoundError`` naming the expected path and the fetch command otherwise."""
+    p = Path(source).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise InputError(f"VLM path {p} is a file; pass the model's directory (with config.json)")
+        _check_vlm_dir(p)
+        return p
+    if not re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", source):
+        raise ModelNotFoundError(f"VLM directory not found: {p}; check the path, or pass a Hugging Face id such as "
+                                 f"Qwen/Qwen2.5-VL-7B-Instruct")
+    local = hub_local_dir(source)
+    if (local / "config.json").exists():
+        _check_vlm_dir(local)
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+        cached = snapshot_download(source, local_files_only=True)
+        _check_vlm_dir(Path(cached))
+        return Path(cached)
+    except (ModelError, InputError):
+        raise
+    except Exception:
+        pass
+    if download and not offline():
+        return download_vlm(source)
+    why = "HF_HUB_OFFLINE is set, so nothing is downloaded" if offline() else "it is not downloaded yet"
+    raise ModelNotFoundError(f"VLM {source} not found: expected {local} ({why}); run `rea2seg models download "
+                             f"{source}` (or `hf download {source} --local-dir {local}`)")
+
+
+def _check_vlm_dir(p: Path) -> None:
+    if not (p / "config.json").exists():
+        raise CheckpointError(f"{p} has no config.json; it is not a Hugging Face model directory")
+    if not any((p / f).exists() for f in _PROCESSOR_FILES):
+        raise CheckpointError(f"{p} has no preprocessor_config.json: the VLM directory lacks its processor; copy the "
+                              f"processor files from the original checkpoint (or re-download it)")
+    if not any((p / f).exists() for f in _TOKENIZER_FILES):
+        raise CheckpointError(f"{p} has no tokenizer files (tokenizer.json / tokenizer_config.json); re-download it")
+    if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        raise CheckpointError(f"{p} has no weights (*.safetensors); the download is incomplete: run "
+                              f"`rea2seg models download <hub id>` again")
+
+
+def download_vlm(repo_id: str, dest: Path | None = None) -> Path:
+    """Fetch a hub VLM once into ``<models_home>/LLM/<name>`` (or ``dest``) and check it is complete."""
+    dest = download_hub_dir(repo_id, dest)
+    _check_vlm_dir(dest)
+    return dest
+
+
+def _family(config) -> str:
+    return str(getattr(config, "model_type", "unknown"))
+
+
+def load_vlm(source: str | os.PathLike, device: str | torch.device | None = None,
+             dtype: str | torch.dtype | None = None, trust_remote_code: bool = False, download: bool = False,
+             max_pixels: int | None = None) -> VLM:
+    """Load an image-text-to-text VLM with ``AutoModelForImageTextToText`` / ``AutoProcessor`` (Qwen2-VL,
+    Qwen2.5-VL, Qwen3-VL, InternVL3-hf, LLaVA ...). One copy per (directory, device, dtype): loading the same model
+    twice returns the same object, so discovery and scoring share it."""
+    path = resolve_vlm_dir(str(source), download)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    key = (str(path.resolve()), str(dev), str(dt), trust_remote_code)
+    with _registry_lock:
+        if key in _registry:
+            return _registry[key]
+        vlm = _load_vlm_uncached(path, str(source), dev, dt, trust_remote_code, max_pixels)
+        _registry[key] = vlm
+        return vlm
+
+
+def forget_vlm(vlm: VLM) -> None:
+    """Drop a VLM from the shared registry (so its memory can be freed)."""
+    with _registry_lock:
+        for k in [k for k, v in _registry.items() if v is vlm]:
+            del _registry[k]
+
+
+def _load_vlm_uncached(path: Path, source: str, dev: torch.device, dt: torch.dtype, trust_remote_code: bool,
+                       max_pixels: int | None) -> VLM:
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from .attention import RECORDING_ATTENTION, register_recording_attention
+
+    register_recording_attention()
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: unsupported model config ({str(e).splitlines()[0][:200]}); if it needs custom "
+                              f"code, pass trust_remote_code=True / --trust-remote-code only if you trust it") from None
+    processor = load_processor(path, trust_remote_code)
+    attn = {"text_config": RECORDING_ATTENTION, "vision_config": "sdpa"} \
+        if hasattr(config, "text_config") and hasattr(config, "vision_config") else RECORDING_ATTENTION
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dt, attn_implementation=attn,
+                                                            trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"cannot load the VLM weights in {path} ({str(e).splitlines()[0][:200]}); the checkpoint "
+                              f"may be truncated or not an image-text-to-text model: re-download it") from None
+    model.to(dev).eval()
+    if max_pixels and hasattr(processor, "image_processor"):
+        _set_max_pixels(processor.image_processor, max_pixels)
+    if hasattr(processor, "tokenizer"):
+        processor.tokenizer.padding_side = "left"
+    return VLM(model, processor, source, dev, dt, _family(config))
+
+
+def _set_max_pixels(image_processor, max_pixels: int) -> None:
+    if hasattr(image_processor, "max_pixels"):
+        cur = getattr(image_processor, "max_pixels", None)
+        image_processor.max_pixels = min(cur, max_pixels) if cur else max_pixels
+        size = getattr(image_processor, "size", None)
+        if isinstance(size, dict) and "longest_edge" in size:
+            size["longest_edge"] = image_processor.max_pixels
+
+
+def load_processor(path: Path, trust_remote_code: bool = False):
+    """The checkpoint's own ``AutoProcessor`` (image processor, tokenizer, chat template)."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ImportError as e:
+        raise ModelError(f"the processor of {path} needs a package that is missing or broken ({e}); install torch and "
+                         f"torchvision builds that match") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"cannot load the processor of {path} ({str(e).splitlines()[0][:200]}); the VLM directory "
+                              f"needs its preprocessor_config.json and tokenizer files") from None
