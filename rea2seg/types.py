@@ -253,7 +253,8 @@ class SegmentationResult:
             out["result_id"] = self.result_id
         if self.selected:
             out.update({"box_xyxy": _box_json(self.box), "score": json_score(self.score), "reasoning": self.reasoning,
-                        "mask_area": int(self.mask.sum()), "mode": self.mode, "merged": self.merged,
+                        "mask_area": int(self.mask.sum()), "mask_fraction": round(float(self.mask.mean()), 4),
+                        "mode": self.mode, "merged": self.merged,
                         "candidates": self.candidates.summary()[: self.top_k]})
         else:
             out["candidates"] = self.candidates.summary()
