@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--preset", default=None, metavar="NAME",
                    help="named model preset (default: 'default'); 'tiny-random' = random weights, plumbing only")
     m.add_argument("--vlm", metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory (with --sam)")
-    m.add_argument("--sam", metavar="PATH", help="SAM checkpoint file (with --vlm)")
+    m.add_argument("--sam", metavar="PATH_OR_ID", help="segmenter (with --vlm): a SAM checkpoint file or kind, or a "
+                                                      "SAM 2.1 / SAM 3 hub id or directory (facebook/sam3)")
+    m.add_argument("--sources", metavar="NAME,...", default=None,
+                   help="default candidate sources, comma-separated: attention, boxes, concepts (default: the "
+                        "preset's; concepts needs SAM 3); each call may pass its own")
     m.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     f = p.add_argument_group("files")
     f.add_argument("--allowed-dir", action="append", default=[], metavar="DIR",
@@ -73,6 +77,14 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.transport == "http" and not is_loopback(args.host) and not args.token:
         p.error(f"refusing to serve HTTP on {args.host} without a token: anyone who can reach it could read files "
                 f"in the allowed directories. Pass --token TOKEN (or set {TOKEN_ENV}), or bind 127.0.0.1")
+    if args.sources:
+        from rea2seg.config import check_sources
+        from rea2seg.errors import InputError
+
+        try:
+            args.sources = check_sources(args.sources)
+        except InputError as e:
+            p.error(str(e))
     if args.max_queue < 0 or args.max_results < 1 or args.max_base64_bytes < 1:
         p.error("--max-queue must be >= 0, --max-results and --max-base64-bytes >= 1")
     if not 0 < args.port < 65536:
@@ -84,9 +96,10 @@ def pipeline_factory(args: argparse.Namespace):
     def load():
         from rea2seg import Rea2Seg
 
+        sources = getattr(args, "sources", None) or None
         if args.vlm:
-            return Rea2Seg.from_pretrained(vlm=args.vlm, sam=args.sam, device=args.device)
-        return Rea2Seg.from_preset(args.preset or "default", device=args.device)
+            return Rea2Seg.from_pretrained(vlm=args.vlm, sam=args.sam, device=args.device, sources=sources)
+        return Rea2Seg.from_preset(args.preset or "default", device=args.device, sources=sources)
     return load
 
 

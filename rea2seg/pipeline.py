@@ -9,13 +9,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .config import DiscoveryConfig, PipelineConfig, ScoringConfig
-from .discovery import discover_candidates
+from .config import DiscoveryConfig, PipelineConfig, ScoringConfig, check_sources
+from .discovery import check_sources_supported, discover_candidates
 from .errors import InputError, ResourceError
 from .image_cache import ImageCache
 from .images import ImageLike
 from .inputs import check_image, check_mode, check_question, check_question_tokens, check_top_k
-from .models.sam import SamModel, load_sam
+from .models.segmenter import Segmenter, load_segmenter, segmenter_summary
 from .models.vlm import VLM, forget_vlm, load_vlm
 from .presets import get_preset
 from .scoring import score_candidates
@@ -38,14 +38,22 @@ def _friendly_errors(fn):
     return wrapper
 
 
+def _with_sources(config: PipelineConfig, sources) -> PipelineConfig:
+    """``config`` with its candidate sources replaced (None: unchanged)."""
+    if sources is None:
+        return config
+    return replace(config, discovery=replace(config.discovery, sources=check_sources(sources)))
+
+
 class Rea2Seg:
     """Reasoning segmentation: image + question -> mask.
 
-    vlm: the discovery VLM (and the scorer unless ``scorer`` is given); sam: a loaded SAM; config: pipeline settings.
+    vlm: the discovery VLM (and the scorer unless ``scorer`` is given); sam: a loaded segmenter (SAM v1, SAM 2.1 or
+    SAM 3: ``models.segmenter.load_segmenter``); config: pipeline settings.
     Build it with ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=..., sam=...)``.
     """
 
-    def __init__(self, vlm: VLM, sam: SamModel, scorer: VLM | None = None, config: PipelineConfig | None = None,
+    def __init__(self, vlm: VLM, sam: Segmenter, scorer: VLM | None = None, config: PipelineConfig | None = None,
                  name: str = "custom", warning: str | None = None):
         self.vlm = vlm
         self.sam = sam
@@ -58,12 +66,15 @@ class Rea2Seg:
     # ---- construction ----------------------------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str = "default", *, device=None, dtype=None, config: PipelineConfig | None = None,
-                    download: bool = False) -> "Rea2Seg":
+                    download: bool = False, sources: str | list[str] | tuple[str, ...] | None = None) -> "Rea2Seg":
+        """The models and settings of preset ``name`` (``presets.PRESETS``); ``config`` replaces the preset's
+        settings, ``sources`` only its candidate sources."""
         preset = get_preset(name)
+        config = _with_sources(config or preset.config, sources)
         if preset.random_weights:
             from .testing import MEANINGLESS, ensure_tiny_models, tiny_models_dir
 
-            vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())
+            vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir(), preset.vlm, preset.sam)
             return cls.from_pretrained(str(vlm_dir), str(sam_path), device=device, dtype=dtype,
                                        config=config or preset.config, name=name, warning=MEANINGLESS)
         return cls.from_pretrained(preset.vlm, preset.sam, scorer=preset.scorer, device=device, dtype=dtype,
@@ -72,14 +83,16 @@ class Rea2Seg:
     @classmethod
     def from_pretrained(cls, vlm: str, sam: str, *, sam_kind: str | None = None, scorer: str | None = None,
                         device=None, dtype=None, config: PipelineConfig | None = None, download: bool = False,
-                        trust_remote_code: bool = False, name: str = "custom", warning: str | None = None
-                        ) -> "Rea2Seg":
-        """vlm: hub id or local directory; sam: checkpoint path or kind (vit_h / vit_l / vit_b); scorer: another VLM
-        for stage 2 (the same object is reused when it names the same model)."""
-        config = config or PipelineConfig()
+                        trust_remote_code: bool = False, name: str = "custom", warning: str | None = None,
+                        sources: str | list[str] | tuple[str, ...] | None = None) -> "Rea2Seg":
+        """vlm: hub id or local directory; sam: a SAM v1 checkpoint path or kind (vit_h / vit_l / vit_b), or a SAM 2.1 /
+        SAM 3 hub id or directory (facebook/sam2.1-hiera-large, facebook/sam3); scorer: another VLM for stage 2 (the
+        same object is reused when it names the same model); sources: the candidate sources (default: the
+        config's)."""
+        config = _with_sources(config or PipelineConfig(), sources)
         max_pixels = config.discovery.vlm_max_pixels
         v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels)
-        s = load_sam(sam, sam_kind, v.device, download)
+        s = load_segmenter(sam, sam_kind, v.device, download)
         sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels) if scorer else None
         return cls(v, s, sc, config, name, warning)
 
@@ -87,15 +100,24 @@ class Rea2Seg:
     def _question(self, question) -> str:
         return check_question_tokens(check_question(question), self.vlm.tokenizer)
 
+    def _discovery_config(self, config: DiscoveryConfig | None, sources) -> DiscoveryConfig:
+        cfg = config or self.config.discovery
+        if sources is not None:
+            cfg = replace(cfg, sources=check_sources(sources))
+        check_sources_supported(self.sam, cfg.sources)
+        return cfg
+
     @_friendly_errors
     def discover(self, image: ImageLike, question: str, *, config: DiscoveryConfig | None = None,
-                 progress: Progress | None = None, cancel: CancelCheck | None = None) -> SegmentationResult:
+                 sources: str | list[str] | tuple[str, ...] | None = None, progress: Progress | None = None,
+                 cancel: CancelCheck | None = None) -> SegmentationResult:
         """Stage 1 on ``image`` (path, PIL or (H, W, 3) uint8): an answer of kind "discover" holding the candidates
-        (unscored, numbered from 1), the heat map and the peaks."""
+        (unscored, numbered from 1), the heat map and the peaks. ``sources`` (e.g. ["attention", "concepts"]) replaces
+        the configured candidate sources for this call."""
+        cfg = self._discovery_config(config, sources)
         arr = check_image(image)
         q = self._question(question)
-        found = discover_candidates(self.vlm, self.sam, arr, q, config or self.config.discovery, self.cache, progress,
-                                    cancel)
+        found = discover_candidates(self.vlm, self.sam, arr, q, cfg, self.cache, progress, cancel)
         found.warning = self.warning
         return found
 
@@ -123,18 +145,19 @@ class Rea2Seg:
 
     @_friendly_errors
     def segment(self, image: ImageLike, question: str, *, top_k: int | None = None, mode: str | None = None,
-                merge: bool = False, progress: Progress | None = None, cancel: CancelCheck | None = None
-                ) -> SegmentationResult:
+                merge: bool = False, sources: str | list[str] | tuple[str, ...] | None = None,
+                progress: Progress | None = None, cancel: CancelCheck | None = None) -> SegmentationResult:
         """All three stages. Returns the mask, its box, score and reasoning, every candidate ranked with scores, the
-        heat map and per-stage timings (ms)."""
+        heat map and per-stage timings (ms). ``sources`` replaces the configured candidate sources for this call."""
         t0 = time.perf_counter()
         cfg = self._scoring_config(mode, None)
+        discovery = self._discovery_config(None, sources)
         top_k = check_top_k(top_k or self.config.top_k)
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
         arr = check_image(image)
         q = self._question(question)
-        found = discover_candidates(self.vlm, self.sam, arr, q, self.config.discovery, self.cache, progress, cancel)
+        found = discover_candidates(self.vlm, self.sam, arr, q, discovery, self.cache, progress, cancel)
         t = time.perf_counter()
         found.candidates = score_candidates(self.scorer, arr, q, found.candidates, cfg, progress, cancel)
         found.timings_ms["scoring"] = (time.perf_counter() - t) * 1000
@@ -184,7 +207,8 @@ class Rea2Seg:
             "name": self.name,
             "vlm": self.vlm.source, "vlm_family": self.vlm.family,
             "scorer": self.scorer.source, "scorer_shared": self.scorer is self.vlm,
-            "sam": str(self.sam.path), "sam_kind": self.sam.kind,
+            "sam": str(self.sam.path), "sam_kind": self.sam.kind, "segmenter": segmenter_summary(self.sam),
+            "sources": list(self.config.discovery.sources),
             "device": str(self.vlm.device), "dtype": str(self.vlm.dtype).replace("torch.", ""),
             "scoring_mode": self.config.scoring.mode, "top_k": self.config.top_k,
             "cache": self.cache.stats(),

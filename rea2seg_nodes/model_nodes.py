@@ -1,4 +1,5 @@
-"""Load Models: a preset or an explicit VLM directory + SAM file from ComfyUI's model folders -> ``REA2SEG_MODELS``."""
+"""Load Models: a preset or an explicit VLM directory + segmenter (a SAM file, or a SAM 2 / SAM 3 directory) from
+ComfyUI's model folders -> ``REA2SEG_MODELS``."""
 from __future__ import annotations
 
 import contextlib
@@ -105,9 +106,29 @@ def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
     return download_vlm(repo_id, dest)
 
 
+def _preset_hub_segmenter(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
+    """A preset's SAM 2.1 / SAM 3 checkpoint in ComfyUI's ``models/sam2`` / ``models/sam3``, downloaded there."""
+    from rea2seg.models.segmenter import download_segmenter, segmenter_local_dir
+
+    folder = segmenter_local_dir(repo_id).parent.name  # "sam2" or "sam3"
+    name = repo_id.split("/")[-1]
+    found = comfy_bridge.find_in_folders(folder, name)
+    if found is not None:
+        return found
+    if not auto_download:
+        raise _missing(f"segmenter {repo_id}", folder, name,
+                       f"turn on auto_download, or download the Hugging Face repo {repo_id} into that folder")
+    dest = comfy_bridge.folders(folder)[0] / name
+    comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
+    return download_segmenter(repo_id, dest)
+
+
 def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
     from rea2seg.models.download import SAM_CHECKPOINTS, download_sam
+    from rea2seg.models.segmenter import is_hub_segmenter
 
+    if is_hub_segmenter(kind):
+        return _preset_hub_segmenter(kind, auto_download, node_id)
     ck = SAM_CHECKPOINTS[kind]
     found = comfy_bridge.find_in_folders(comfy_bridge.SAM_FOLDER, ck.filename)
     if found is not None:
@@ -124,6 +145,10 @@ def _chosen(kind: str, choice: str, what: str) -> Path:
     if choice == FROM_PRESET:
         where = comfy_bridge.folders(kind)[0]
         raise InputError(f"preset is '{CUSTOM}': choose the {what} (a file or folder in {where}), or choose a preset")
+    folder, _, rest = choice.partition("/")
+    if kind == comfy_bridge.SAM_FOLDER and folder in comfy_bridge.HUB_SEGMENTER_FOLDERS and rest \
+            and not choice.lower().endswith(comfy_bridge.SAM_EXTENSIONS):  # "sam3/<dir>": a SAM 2 / SAM 3 directory
+        kind, choice = folder, rest
     found = comfy_bridge.find_in_folders(kind, choice)
     if found is None:
         raise _missing(what, kind, choice, "it was listed but is gone: refresh the lists (press R) and choose again")
@@ -131,9 +156,9 @@ def _chosen(kind: str, choice: str, what: str) -> Path:
 
 
 class LoadModels:
-    DESCRIPTION = ("Load the VLM and SAM for reasoning segmentation: a preset (downloaded into models/LLM and "
-                   "models/sams on first use if auto_download is on) or a VLM folder from models/LLM and a SAM "
-                   "checkpoint from models/sams.")
+    DESCRIPTION = ("Load the VLM and the segmenter for reasoning segmentation: a preset (downloaded into models/LLM "
+                   "and models/sams, sam2 or sam3 on first use if auto_download is on) or a VLM folder from models/LLM "
+                   "and a SAM checkpoint from models/sams or a SAM 2.1 / SAM 3 folder from models/sam2, models/sam3.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("REA2SEG_MODELS",)
@@ -151,9 +176,12 @@ class LoadModels:
             "vlm": ([FROM_PRESET] + comfy_bridge.vlm_dirs(), {"default": FROM_PRESET, "tooltip": (
                 "With preset 'custom': a model folder (with config.json) under models/LLM, e.g. "
                 "Qwen2.5-VL-7B-Instruct. Qwen2-VL, Qwen2.5-VL, Qwen3-VL and other image-text-to-text models.")}),
-            "sam": ([FROM_PRESET] + comfy_bridge.sam_files(), {"default": FROM_PRESET, "tooltip": (
-                "With preset 'custom': a SAM checkpoint under models/sams (Meta's sam_vit_h/l/b .pth or "
-                ".safetensors), shared with other SAM node packs.")}),
+            "sam": ([FROM_PRESET] + comfy_bridge.sam_files() + comfy_bridge.hub_segmenter_dirs(), {
+                "default": FROM_PRESET, "tooltip": (
+                    "With preset 'custom': a SAM checkpoint under models/sams (Meta's sam_vit_h/l/b .pth or "
+                    ".safetensors, shared with other SAM node packs), or a SAM 2.1 / SAM 3 folder in the transformers "
+                    "layout under models/sam2 or models/sam3 (e.g. sam3/sam3 from the Hugging Face repo "
+                    "facebook/sam3; SAM 3 adds concept candidates).")}),
             "device": (DEVICES, {"default": "auto", "tooltip": "auto: ComfyUI's compute device; cpu: force the CPU"}),
             "dtype": (DTYPES, {"default": "auto",
                                "tooltip": "auto: bf16 on CUDA (fp16 where unsupported), fp32 on CPU"}),
@@ -177,14 +205,14 @@ class LoadModels:
         warning, scorer, config, name = None, None, None, preset
         if preset == CUSTOM:
             vlm_path = _chosen(comfy_bridge.VLM_FOLDER, vlm, "VLM folder")
-            sam_path = _chosen(comfy_bridge.SAM_FOLDER, sam, "SAM checkpoint")
+            sam_path = _chosen(comfy_bridge.SAM_FOLDER, sam, "segmenter")
         else:
             p = presets.get_preset(preset)
             config = p.config
             if p.random_weights:
                 import folder_paths
 
-                vlm_path, sam_path = ensure_tiny_models(folder_paths.models_dir)
+                vlm_path, sam_path = ensure_tiny_models(folder_paths.models_dir, p.vlm, p.sam)
                 warning = MEANINGLESS
             else:
                 vlm_path = _preset_vlm(p.vlm, auto_download, node_id)

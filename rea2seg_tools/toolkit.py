@@ -17,11 +17,16 @@ from langchain_core.messages.content import create_image_block, create_text_bloc
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from rea2seg.config import MAX_TOP_K, ScoringMode
+from rea2seg.config import CANDIDATE_SOURCES, MAX_TOP_K, CandidateSource, ScoringMode
 from rea2seg.errors import Rea2SegError
 from rea2seg.serve.paths import AllowedDirs, OutputDir
 from rea2seg.serve.service import SegmentationService
 from rea2seg.types import SegmentationResult
+
+
+def _sources_field():
+    return Field(None, description="Where candidates come from (default: the preset's): " + "; ".join(
+        f"{k}: {v}" for k, v in CANDIDATE_SOURCES.items()))
 
 
 class SegmentInput(BaseModel):
@@ -32,11 +37,13 @@ class SegmentInput(BaseModel):
     mode: ScoringMode | None = Field(None, description="Scoring: yesno (fast), reasoning (explains), comparative; "
                                                 "default from the preset")
     merge: bool = Field(False, description="Answer with the union of the top_k masks")
+    sources: list[CandidateSource] | None = _sources_field()
 
 
 class DiscoverInput(BaseModel):
     image_path: str = Field(description="Absolute path of a local image file inside the allowed directories")
     question: str = Field(description="What to find, as a question or description")
+    sources: list[CandidateSource] | None = _sources_field()
 
 
 class ScoreInput(BaseModel):
@@ -105,8 +112,10 @@ class ReasoningSegmentTool(_EngineTool):
         "and an image of the mask drawn on the picture.")
     args_schema: type[BaseModel] = SegmentInput
 
-    def _job(self, image_path: str, question: str, top_k: int = 3, mode: str | None = None, merge: bool = False):
-        return self.service.segment_job(question, image_path=image_path, top_k=top_k, mode=mode, merge=merge)
+    def _job(self, image_path: str, question: str, top_k: int = 3, mode: str | None = None, merge: bool = False,
+             sources: list[str] | None = None):
+        return self.service.segment_job(question, image_path=image_path, top_k=top_k, mode=mode, merge=merge,
+                                        sources=sources)
 
 
 class DiscoverCandidatesTool(_EngineTool):
@@ -118,8 +127,8 @@ class DiscoverCandidatesTool(_EngineTool):
     args_schema: type[BaseModel] = DiscoverInput
     preview_kind: str = "candidates"
 
-    def _job(self, image_path: str, question: str):
-        return self.service.discover_job(question, image_path=image_path)
+    def _job(self, image_path: str, question: str, sources: list[str] | None = None):
+        return self.service.discover_job(question, image_path=image_path, sources=sources)
 
 
 class ScoreCandidatesTool(_EngineTool):
@@ -175,6 +184,20 @@ class Rea2SegToolkit(BaseToolkit):
     def service(self) -> SegmentationService:
         return self._service
 
+    def status(self) -> dict:
+        """The loaded models (VLM, scorer, segmenter: backend, kind, source, concept support), the default candidate
+        sources, the device, and the engine's queue."""
+        return self._service.status()
+
     def get_tools(self) -> list[BaseTool]:
         kw = {"service": self._service, "include_image": self.include_image}
-        return [ReasoningSegmentTool(**kw), DiscoverCandidatesTool(**kw), ScoreCandidatesTool(**kw)]
+        tools = [ReasoningSegmentTool(**kw), DiscoverCandidatesTool(**kw), ScoreCandidatesTool(**kw)]
+        models = self._service.status()["models"]
+        if isinstance(models, dict) and "segmenter" in models:  # tell the model what this toolkit's engine can do
+            seg = models["segmenter"]
+            note = (f" Segmenter here: {seg['backend']} ({seg['kind']}); candidate sources by default: "
+                    f"{', '.join(models['sources'])}" + ("" if seg["concepts"] else "; 'concepts' needs SAM 3, not "
+                                                         "loaded here") + ".")
+            for tool in tools[:2]:
+                tool.description += note
+        return tools

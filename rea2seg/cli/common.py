@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import CANDIDATE_SOURCES
 from ..errors import InputError
 from ..models.download import SAM_KINDS
 from ..presets import PRESETS
@@ -14,10 +15,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("models")
     g.add_argument("--preset", default=None, help=f"named preset: {', '.join(PRESETS)} (default: default)")
     g.add_argument("--vlm", default=None, metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory")
-    g.add_argument("--sam", default=None, metavar="PATH",
-                   help="SAM checkpoint (.pth / .safetensors) or a kind (vit_h, vit_l, vit_b) from the models folder")
+    g.add_argument("--sam", default=None, metavar="PATH_OR_ID",
+                   help="segmenter: a SAM checkpoint (.pth / .safetensors) or kind (vit_h, vit_l, vit_b) from the "
+                        "models folder, or a SAM 2.1 / SAM 3 hub id or directory (facebook/sam2.1-hiera-large, "
+                        "facebook/sam3)")
     g.add_argument("--sam-kind", default=None, choices=SAM_KINDS,
-                   help="SAM kind when neither the file name nor the weights tell")
+                   help="SAM v1 kind when neither the file name nor the weights tell")
+    g.add_argument("--sources", default=None, metavar="NAME,...",
+                   help=f"candidate sources, comma-separated: {', '.join(CANDIDATE_SOURCES)} (default: the preset's; "
+                        f"concepts needs SAM 3)")
     g.add_argument("--scorer", default=None, metavar="ID_OR_DIR", help="a different VLM for scoring (default: --vlm)")
     g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     g.add_argument("--dtype", default=None, help="auto, fp32, fp16 or bf16 (default: bf16 on CUDA, fp32 on CPU)")
@@ -27,11 +33,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_pipeline(args: argparse.Namespace, config=None):
-    """The ``Rea2Seg`` the model arguments ask for: --vlm/--sam (explicit) or --preset (default 'default')."""
+    """The ``Rea2Seg`` the model arguments ask for: --vlm/--sam (explicit) or --preset (default 'default'), with
+    --sources applied."""
     from ..pipeline import Rea2Seg
     from ..presets import get_preset
 
     preset = getattr(args, "preset", None)
+    sources = getattr(args, "sources", None) or None
     vlm, sam = getattr(args, "vlm", None), getattr(args, "sam", None)
     device, dtype = getattr(args, "device", None), getattr(args, "dtype", None)
     download = bool(getattr(args, "download", False))
@@ -41,13 +49,14 @@ def build_pipeline(args: argparse.Namespace, config=None):
         base = get_preset("default")
         return Rea2Seg.from_pretrained(vlm or base.vlm, sam or base.sam, sam_kind=getattr(args, "sam_kind", None),
                                        scorer=getattr(args, "scorer", None), device=device, dtype=dtype,
-                                       config=config, download=download,
+                                       config=config, download=download, sources=sources,
                                        trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
     if getattr(args, "scorer", None):
         p = get_preset(preset or "default")
         return Rea2Seg.from_pretrained(p.vlm, p.sam, scorer=args.scorer, device=device, dtype=dtype,
-                                       config=config or p.config, download=download, name=p.name)
-    return Rea2Seg.from_preset(preset or "default", device=device, dtype=dtype, config=config, download=download)
+                                       config=config or p.config, download=download, name=p.name, sources=sources)
+    return Rea2Seg.from_preset(preset or "default", device=device, dtype=dtype, config=config, download=download,
+                               sources=sources)
 
 
 def stderr_progress(quiet: bool):

@@ -50,7 +50,7 @@ def register_cli(subparsers) -> None:
 
 def _model_info(args) -> dict:
     """The model choice recorded in run.json (a resumed run must use the same)."""
-    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "sam_kind", "scorer", "dtype")}
+    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "sam_kind", "scorer", "dtype", "sources")}
     return {k: v for k, v in info.items() if v is not None}
 
 

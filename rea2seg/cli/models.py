@@ -11,10 +11,12 @@ def register_cli(subparsers) -> None:
     mod = subparsers.add_parser("models", help="list, download or check model files")
     msub = mod.add_subparsers(dest="models_command", metavar="{list,download,check}", required=True)
     msub.add_parser("list", help="presets and whether their files are present")
-    dl = msub.add_parser("download", help="download presets, SAM kinds (vit_h/vit_l/vit_b) or hub ids")
-    dl.add_argument("names", nargs="+", help="preset name, SAM kind or Hugging Face id")
+    dl = msub.add_parser("download", help="download presets, SAM kinds (vit_h/vit_l/vit_b) or hub ids (VLMs, SAM 2.1, "
+                                          "SAM 3)")
+    dl.add_argument("names", nargs="+", help="preset name, SAM kind or Hugging Face id (e.g. facebook/sam2.1-hiera-large)")
     ck = msub.add_parser("check", help="check that a preset's (or the named) models are present and loadable")
-    ck.add_argument("names", nargs="*", help="SAM kinds / files or VLM ids / dirs (default: the preset's)")
+    ck.add_argument("names", nargs="*", help="SAM kinds / files / SAM 2.1 and SAM 3 ids, or VLM ids / dirs (default: "
+                                             "the preset's)")
     ck.add_argument("--preset", default=None, help="preset to check (default: default)")
     ck.add_argument("--device", default="cpu", help="device for the tiny-random load check")
     mod.set_defaults(func=cmd_models)
@@ -30,16 +32,34 @@ def _preset_targets(name: str) -> list[tuple[str, str]]:
 
 def _check_one(kind: str, source: str) -> tuple[bool, str]:
     from ..models.sam import resolve_sam_path
+    from ..models.segmenter import resolve_segmenter_dir
     from ..models.vlm import resolve_vlm_dir
 
     try:
-        path = resolve_vlm_dir(source) if kind in ("vlm", "scorer") else resolve_sam_path(source, download=False)
-        return True, str(path)
+        if kind in ("vlm", "scorer"):
+            return True, str(resolve_vlm_dir(source))
+        return True, str(resolve_segmenter_dir(source) or resolve_sam_path(source, download=False))
     except Rea2SegError as e:
         return False, str(e)
 
 
+def _is_segmenter_name(name: str) -> bool:
+    """A SAM v1 kind or file, a SAM 2.1 / SAM 3 hub id, or a directory holding one."""
+    from pathlib import Path
+
+    from ..models.segmenter import backend_of_dir, is_hub_segmenter
+
+    if Path(name).expanduser().is_dir():
+        try:
+            backend_of_dir(Path(name).expanduser())
+            return True
+        except Rea2SegError:
+            return False
+    return name in SAM_CHECKPOINTS or name.endswith((".pth", ".safetensors")) or is_hub_segmenter(name)
+
+
 def cmd_models(args) -> int:
+    from ..models.segmenter import download_segmenter, is_hub_segmenter, resolve_segmenter_dir
     from ..models.vlm import download_vlm, resolve_vlm_dir
     from ..testing import ensure_tiny_models, tiny_models_dir
 
@@ -59,13 +79,19 @@ def cmd_models(args) -> int:
             if name in PRESETS:
                 targets = _preset_targets(name) if not PRESETS[name].random_weights else []
                 if PRESETS[name].random_weights:
-                    print(f"tiny-random: built in {ensure_tiny_models(tiny_models_dir())[0].parent.parent}")
-            elif name in SAM_CHECKPOINTS:
+                    p = PRESETS[name]
+                    print(f"{name}: built in {ensure_tiny_models(tiny_models_dir(), p.vlm, p.sam)[0].parent.parent}")
+            elif name in SAM_CHECKPOINTS or is_hub_segmenter(name):
                 targets = [("sam", name)]
             else:
                 targets = [("vlm", name)]
             for kind, source in targets:
-                if kind == "sam":
+                if kind == "sam" and is_hub_segmenter(source):
+                    try:
+                        print(f"{source}: {resolve_segmenter_dir(source)} (already there)")
+                    except Rea2SegError:
+                        print(f"{source}: {download_segmenter(source)}")
+                elif kind == "sam":
                     print(f"{source}: {download_sam(source)}")
                 else:
                     try:
@@ -78,11 +104,11 @@ def cmd_models(args) -> int:
         from ..pipeline import Rea2Seg
         pipe = Rea2Seg.from_preset(args.preset, device=args.device)
         st = pipe.status()
-        print(f"tiny-random: ok  vlm {st['vlm']}  sam {st['sam']}  device {st['device']}  (random weights: "
-              f"plumbing checks only)")
+        print(f"{args.preset}: ok  vlm {st['vlm']}  {st['segmenter']['backend']} {st['sam']}  device {st['device']}  "
+              f"(random weights: plumbing checks only)")
         return 0
     targets = _preset_targets(args.preset or "default") if not args.names else \
-        [("sam" if n in SAM_CHECKPOINTS or n.endswith((".pth", ".safetensors")) else "vlm", n) for n in args.names]
+        [("sam" if _is_segmenter_name(n) else "vlm", n) for n in args.names]
     missing = 0
     for kind, source in targets:
         ok, where = _check_one(kind, source)

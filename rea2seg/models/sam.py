@@ -154,13 +154,17 @@ def decoder_chunk(device: torch.device, requested: int) -> int:
 
 @dataclass
 class SamModel:
-    """A loaded SAM with where it came from, and the three operations discovery needs: ``embed`` (once per image),
-    ``decode`` (prompts -> low-resolution logits, batched) and ``upscale`` (kept logits -> full-size masks)."""
+    """A loaded SAM v1 with where it came from, and the operations discovery needs (``models.segmenter.Segmenter``):
+    ``embed`` (once per image), ``decode`` (prompts -> low-resolution logits, batched) and ``upscale`` (kept logits ->
+    full-size masks)."""
 
     sam: Any
     kind: str
     path: Path
     device: torch.device
+    source: str = ""
+    backend = "sam"
+    supports_concepts = False
 
     @property
     def img_size(self) -> int:
@@ -342,7 +346,7 @@ def load_sam(path: str | os.PathLike, kind: str | None = None, device: str | tor
         raise CheckpointError(f"SAM checkpoint {p} does not fit kind {label!r} ({hint}); pass the right kind "
                               f"(--sam-kind) or the right file ({str(e).splitlines()[0][:160]})") from None
     sam.to(dev).eval()
-    return SamModel(sam, label, p, dev)
+    return SamModel(sam, label, p, dev, str(path))
 
 
 def resolve_sam_path(path: str | os.PathLike, download: bool = False) -> Path:

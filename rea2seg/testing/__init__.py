@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .models import (FAMILIES, MEANINGLESS, QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, TEST_SAM_ARCHS, build_tiny_sam,
-                     build_tiny_tokenizer, build_tiny_vlm, ensure_tiny_models)
+from .models import (FAMILIES, MEANINGLESS, QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, TEST_SAM_ARCHS, TINY_SEGMENTERS,
+                     build_tiny_sam, build_tiny_tokenizer, build_tiny_vlm, ensure_tiny_models)
+from .segmenters import build_tiny_sam2, build_tiny_sam3
 
 
 def tiny_models_dir() -> Path:
@@ -15,5 +16,6 @@ def tiny_models_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rea2seg" / "tiny-random"
 
 
-__all__ = ["FAMILIES", "MEANINGLESS", "QWEN_CHAT_TEMPLATE", "QWEN_SPECIALS", "TEST_SAM_ARCHS", "build_tiny_sam",
-           "build_tiny_tokenizer", "build_tiny_vlm", "ensure_tiny_models", "tiny_models_dir"]
+__all__ = ["FAMILIES", "MEANINGLESS", "QWEN_CHAT_TEMPLATE", "QWEN_SPECIALS", "TEST_SAM_ARCHS", "TINY_SEGMENTERS",
+           "build_tiny_sam", "build_tiny_sam2", "build_tiny_sam3", "build_tiny_tokenizer", "build_tiny_vlm",
+           "ensure_tiny_models", "tiny_models_dir"]

@@ -42,13 +42,21 @@ _CORPUS = [
     "Please find the object with bbox and points.", "the person, the dog, the cup on the table",
 ]
 
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5")
+
+# Qwen3.5's chat template thinks by default: the generation prompt opens a <think> block unless the caller passes
+# enable_thinking=False (then the block comes pre-closed). Ours does the same, in the Qwen2-VL image format.
+QWEN35_CHAT_TEMPLATE = QWEN_CHAT_TEMPLATE.replace(
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is "
+    "false %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}")
 
 
-def build_tiny_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE trained offline on a small corpus, wrapped as the real Qwen2 tokenizer class."""
+def build_tiny_tokenizer(vocab_size: int = 512, family: str = "qwen2_5_vl"):
+    """A byte-level BPE trained offline on a small corpus, wrapped as the family's real tokenizer class (Qwen2's;
+    Qwen3.5's, with its <think> tokens and thinking chat template, for "qwen3_5")."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
+    from transformers import Qwen2Tokenizer, Qwen3_5Tokenizer
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -57,10 +65,11 @@ def build_tiny_tokenizer(vocab_size: int = 512):
         vocab_size=vocab_size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
-                         pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
-    tok.chat_template = QWEN_CHAT_TEMPLATE
+    cls = Qwen3_5Tokenizer if family == "qwen3_5" else Qwen2Tokenizer
+    tok = cls(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    specials = QWEN_SPECIALS + (["<think>", "</think>"] if family == "qwen3_5" else [])
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok.chat_template = QWEN35_CHAT_TEMPLATE if family == "qwen3_5" else QWEN_CHAT_TEMPLATE
     return tok
 
 
@@ -77,7 +86,7 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
         raise ValueError(f"unknown tiny family {family!r}; choose from {FAMILIES}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tiny_tokenizer()
+    tok = build_tiny_tokenizer(family=family)
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
     head_dim = hidden // heads
     text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
@@ -87,7 +96,7 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
     section.append(head_dim // 2 - sum(section))
     tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-    patch = 16 if family == "qwen3_vl" else 14
+    patch = 16 if family in ("qwen3_vl", "qwen3_5") else 14
     if family == "qwen2_5_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}
         vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_heads=2,
@@ -101,6 +110,20 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
         cfg, cls = tf.Qwen2VLConfig(text_config=text, vision_config=vision, **tokens), \
             tf.Qwen2VLForConditionalGeneration
+    elif family == "qwen3_5":
+        # hybrid decoder: Gated DeltaNet (linear attention, no softmax map) layers interleaved with full-attention
+        # ones; here every second layer is full (the real models: every fourth), so any band of two layers holds one
+        rot = 4 * (head_dim // 8)  # rotary dims: a quarter of the 2 * head_dim attention head; sections sum to half
+        text.update(head_dim=2 * head_dim, linear_key_head_dim=head_dim, linear_value_head_dim=head_dim,
+                    linear_num_key_heads=max(1, kv_heads), linear_num_value_heads=heads,
+                    layer_types=["linear_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                     "mrope_section": [rot // 4, rot // 8, rot // 8], "mrope_interleaved": True})
+        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_heads=2,
+                      out_hidden_size=hidden, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                      num_position_embeddings=144)
+        cfg, cls = tf.Qwen3_5Config(text_config=text, vision_config=vision, **tokens), \
+            tf.Qwen3_5ForConditionalGeneration
     else:
         text.update(head_dim=head_dim, rope_parameters={"rope_type": "default", "rope_theta": 5e6,
                                                         "mrope_section": section, "mrope_interleaved": True})
@@ -115,7 +138,7 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
     tok.save_pretrained(out)
     Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=56 * 56,
                              max_pixels=max_pixels).save_pretrained(out)
-    (out / "chat_template.jinja").write_text(QWEN_CHAT_TEMPLATE)
+    (out / "chat_template.jinja").write_text(tok.chat_template)
     return out
 
 
@@ -142,34 +165,52 @@ def build_tiny_sam(path: str | os.PathLike, kind: str = "tiny", seed: int = 0) -
     return save_sam(arch.build(), path, arch)
 
 
-def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl") -> tuple[Path, Path]:
-    """Build (once) the tiny VLM dir and tiny SAM file under ``root``; return (vlm_dir, sam_path).
-
-    Built into a temporary folder and renamed into place, so a crash or a concurrent builder never leaves a
-    half-written model that looks complete.
-    """
-    root = Path(root)
-    vlm_dir = root / "LLM" / f"tiny-random-{family}"
-    sam_path = root / "sams" / "sam_tiny_random.safetensors"
-    if not (vlm_dir / "model.safetensors").exists():
-        vlm_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=vlm_dir.parent))
+def _build_dir_once(target: Path, build) -> Path:
+    """``build(tmp_dir)`` into a temporary folder next to ``target``, renamed into place: a crash or a concurrent
+    builder never leaves a half-written model that looks complete."""
+    if (target / "model.safetensors").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        build(tmp)
         try:
-            build_tiny_vlm(tmp, family)
-            try:
-                os.rename(tmp, vlm_dir)
-            except OSError:  # another process finished first
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not sam_path.exists():
-        sam_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".building-", suffix=".safetensors", dir=sam_path.parent)
+            os.rename(tmp, target)
+        except OSError:  # another process finished first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+#: The tiny segmenters: where each is built under the models root (the layout of ComfyUI's models folder).
+TINY_SEGMENTERS = {"sam": "sams/sam_tiny_random.safetensors", "sam2": "sam2/tiny-random-sam2.1",
+                   "sam3": "sam3/tiny-random-sam3"}
+
+
+def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl", segmenter: str = "sam"
+                       ) -> tuple[Path, Path]:
+    """Build (once) the tiny VLM of ``family`` and the tiny ``segmenter`` ("sam": a SAM v1 file; "sam2" / "sam3": a
+    SAM 2.1 / SAM 3 directory in the hub layout) under ``root``; return (vlm_dir, segmenter_path)."""
+    from .segmenters import build_tiny_sam2, build_tiny_sam3
+
+    if segmenter not in TINY_SEGMENTERS:
+        raise ValueError(f"unknown tiny segmenter {segmenter!r}; choose from {tuple(TINY_SEGMENTERS)}")
+    root = Path(root)
+    vlm_dir = _build_dir_once(root / "LLM" / f"tiny-random-{family}", lambda d: build_tiny_vlm(d, family))
+    seg_path = root / TINY_SEGMENTERS[segmenter]
+    if segmenter == "sam2":
+        _build_dir_once(seg_path, build_tiny_sam2)
+    elif segmenter == "sam3":
+        _build_dir_once(seg_path, build_tiny_sam3)
+    elif not seg_path.exists():
+        seg_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".building-", suffix=".safetensors", dir=seg_path.parent)
         os.close(fd)
         try:
             build_tiny_sam(tmp_name)
-            os.replace(tmp_name, sam_path)
+            os.replace(tmp_name, seg_path)
         finally:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
-    return vlm_dir, sam_path
+    return vlm_dir, seg_path

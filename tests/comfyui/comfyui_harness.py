@@ -202,12 +202,19 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                 link = links[slot["link"]]
                 linked[slot["name"]] = [str(link[1]), link[2]]
         widgets = [(n, s) for n, s in _input_specs(object_info[ntype]) if _is_widget(s)]
+        optional = set(object_info[ntype]["input"].get("optional", {}))
         if isinstance(values, dict):
             inputs.update({n: values[n] for n, _ in widgets if n in values})
         else:
             i = 0
             for name, spec in widgets:
                 if i >= len(values):
+                    # a workflow saved before the node gained optional widgets: the editor assigns the saved values
+                    # in order and leaves the newer widgets at their defaults
+                    if name in optional:
+                        opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                        inputs[name] = opts.get("default", spec[0][0] if isinstance(spec[0], list) else None)
+                        continue
                     raise ValueError(f"node {nid} ({ntype}): {len(values)} widget values for widgets "
                                      f"{[n for n, _ in widgets]}")
                 inputs[name] = values[i]
