@@ -240,9 +240,9 @@ def parse_concepts(text: str, max_phrases: int = 3, max_words: int = 6) -> list[
         body = re.split(r"<think>", body, flags=re.I)[0]
     out: list[str] = []
     for item in _concept_items(body[:4000]):
+        if len(out) >= max_phrases:
+            break
         phrase = _clean_phrase(item, max_words) if isinstance(item, str) else None
         if phrase and phrase not in out:
             out.append(phrase)
-        if len(out) >= max_phrases:
-            break
     return out

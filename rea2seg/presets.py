@@ -45,7 +45,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "offline: smoke tests only, output meaningless", random_weights=True),
     Preset("tiny-random-sam3", "qwen3_vl", "sam3", "tiny random-weight Qwen3-VL + SAM 3 (hub layout) with concept "
            "candidates, built offline: smoke tests only, output meaningless", random_weights=True,
-           config=PipelineConfig(discovery=DiscoveryConfig(sources=("attention", "concepts")))),
+           config=PipelineConfig(discovery=DiscoveryConfig(sources=("attention", "concepts"),
+                                                           max_new_tokens_concepts=12))),
 ]}
 
 

@@ -103,7 +103,7 @@ def test_gpu_profile_without_cuda_says_how_to_run(monkeypatch):
 
 # ---- the cached paths the bench times give the plain computation's result ----------------------------------------
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5"])
 def test_image_prefix_cache_gives_the_full_forward_map(family_dirs, family):
     """Discovery runs the prompt up to the image once per image and reuses its KV cache for every question: the
     attention maps equal those of the full forward pass."""

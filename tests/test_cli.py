@@ -86,3 +86,32 @@ def test_segment_bad_input_one_line(tmp_path, image, question, needle):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("rea2seg: error:") and needle in lines[0], r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "text.png"], "nothing written on failure"
+
+
+@pytest.mark.parametrize("preset, backend", [("tiny-random-sam2", "sam2"), ("tiny-random-sam3", "sam3")])
+def test_segment_cli_with_sam2_and_sam3_presets(tiny_segmenter_dirs, tmp_path, preset, backend):
+    mask = tmp_path / "m.png"
+    r = run("segment", str(EXAMPLE), "the utensil you would stir the coffee with", "--preset", preset, "--top-k", "8",
+            "-o", str(mask), "--overlay", str(tmp_path / "o.png"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert Image.open(mask).size == Image.open(EXAMPLE).size and "meaningless" in r.stderr
+    assert out["candidates"] and {"sam_embedding", "sam_masks", "scoring"} <= set(out["timings_ms"])
+    if backend == "sam3":  # the preset's concept source ran: the VLM named phrases, SAM 3 segmented them
+        assert {"concepts", "concept_masks"} <= set(out["timings_ms"])
+        r = run("models", "check", "--preset", preset)
+        assert r.returncode == 0 and f"{preset}: ok" in r.stdout and backend in r.stdout, r.stderr
+
+
+def test_segment_cli_sources(tiny_segmenter_dirs, tmp_path):
+    common = ("segment", str(EXAMPLE), "the cup", "-o", str(tmp_path / "m.png"), "--overlay", str(tmp_path / "o.png"),
+              "--json", "--force", "--quiet")
+    r = run(*common, "--preset", "tiny-random-sam3", "--sources", "concepts")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "attention" not in out["timings_ms"] and all(c["source"].startswith("concept:") for c in out["candidates"])
+    for args, needle in [(("--preset", "tiny-random-sam3", "--sources", "attention,peaks"), "unknown candidate source"),
+                         (("--preset", "tiny-random-sam2", "--sources", "concepts"), "needs SAM 3")]:
+        r = run(*common, *args)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[rea2seg] warning")]
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr

@@ -28,6 +28,7 @@ OURS = {"Rea2Seg_LoadModels", "Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandid
         "Rea2Seg_CandidateMasks", "Rea2Seg_ReasoningSegment"}
 ENGINE_NODES = {"Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandidates", "Rea2Seg_ReasoningSegment"}
 TINY_VLM, TINY_SAM = "tiny-random-qwen2_5_vl", "sam_tiny_random.safetensors"
+TINY_SAM2, TINY_SAM3 = "sam2/tiny-random-sam2.1", "sam3/tiny-random-sam3"  # as LoadModels lists the directories
 # The templates ship with preset "default" (downloads ~17 GB on first use); here LoadModels points at the tiny models
 # placed in ComfyUI's model folders instead. Nothing else in a template is changed.
 TINY_MODELS = {"preset": "custom", "vlm": TINY_VLM, "sam": TINY_SAM, "auto_download": False}
@@ -82,8 +83,8 @@ def comfy_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def comfy_base(tmp_path_factory, comfy_dir) -> Path:
-    """ComfyUI's base directory: custom_nodes/rea2seg -> this repo, models/{LLM,sams} with tiny models, input/ with
-    ComfyUI's own example.png (what the templates load) and a small non-square image."""
+    """ComfyUI's base directory: custom_nodes/rea2seg -> this repo, models/{LLM,sams,sam2,sam3} with tiny models,
+    input/ with ComfyUI's own example.png (what the templates load) and a small non-square image."""
     from rea2seg.testing import tiny_models_dir
     from rea2seg.testing import ensure_tiny_models
 
@@ -92,9 +93,12 @@ def comfy_base(tmp_path_factory, comfy_dir) -> Path:
     (base / "custom_nodes" / "rea2seg").symlink_to(REPO_ROOT, target_is_directory=True)
     t = time.monotonic()
     vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())  # the engine's shared tiny cache, built once
+    _, sam2_dir = ensure_tiny_models(tiny_models_dir(), "qwen2_5_vl", "sam2")
+    vlm3_dir, sam3_dir = ensure_tiny_models(tiny_models_dir(), "qwen3_vl", "sam3")
     TIMINGS["tiny models ready"] = time.monotonic() - t
-    for src, folder in ((vlm_dir, "LLM"), (sam_path, "sams")):  # linked into ComfyUI's folders, as a user copies
-        (base / "models" / folder).mkdir(parents=True)
+    for src, folder in ((vlm_dir, "LLM"), (vlm3_dir, "LLM"), (sam_path, "sams"), (sam2_dir, "sam2"),
+                        (sam3_dir, "sam3")):  # linked into ComfyUI's folders, as a user copies them
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
         (base / "models" / folder / src.name).symlink_to(src)
     (base / "input").mkdir()
     shutil.copy(comfy_dir / "input" / "example.png", base / "input" / "example.png")
@@ -181,6 +185,8 @@ def test_object_info_declares_our_nodes(comfy, object_info):
     assert {"custom", "default", "small", "tiny-random"} <= set(load["preset"][0])
     assert TINY_VLM in load["vlm"][0]  # a directory under models/LLM with a config.json
     assert TINY_SAM in load["sam"][0]  # a file in models/sams
+    assert {TINY_SAM2, TINY_SAM3} <= set(load["sam"][0])  # transformers checkpoints in models/sam2, models/sam3
+    assert {"sam2", "sam3", "tiny-random-sam2", "tiny-random-sam3"} <= set(load["preset"][0])
     assert load["device"][0] == ["auto", "cpu"] and load["keep_loaded"][0] == "BOOLEAN"
     assert load["auto_download"][0] == "BOOLEAN"
     discover = req("Rea2Seg_DiscoverCandidates")
@@ -196,8 +202,16 @@ def test_object_info_declares_our_nodes(comfy, object_info):
     assert select["candidates"][0] == "REA2SEG_CANDIDATES"
     assert (select["top_k"][1]["min"], select["top_k"][1]["max"]) == (1, MAX_TOP_K) and select["merge"][0] == "BOOLEAN"
     assert set(req("Rea2Seg_ReasoningSegment")) == {"image", "question", "models", "mode", "top_k", "merge"}
+    for node_id in ("Rea2Seg_DiscoverCandidates", "Rea2Seg_ReasoningSegment"):  # optional: old workflows load
+        optional = object_info[node_id]["input"]["optional"]
+        assert {"source_attention", "source_concepts"} <= set(optional)
+        assert optional["source_concepts"][0] == ["from preset", "on", "off"]
+        assert optional["source_concepts"][1]["default"] == "from preset"
+    assert "source_boxes" in object_info["Rea2Seg_ReasoningSegment"]["input"]["optional"]
+    assert "source_boxes" not in object_info["Rea2Seg_DiscoverCandidates"]["input"]["optional"]  # vlm_proposals
     for node_id in OURS:  # every widget explains itself
-        for name, spec in req(node_id).items():
+        specs = {**req(node_id), **object_info[node_id]["input"].get("optional", {})}
+        for name, spec in specs.items():
             if len(spec) > 1 and name not in ("models", "candidates"):
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
@@ -309,6 +323,38 @@ def test_tiny_random_preset_says_its_output_is_meaningless(comfy):
     assert_success(entry)
     assert "meaningless" in entry["outputs"]["4"]["text"][0]
     assert saved_images(comfy, entry)["5"][0].size == (96, 64)
+
+
+def test_sam2_and_sam3_from_the_model_folders_and_presets(comfy):
+    """SAM 2.1 / SAM 3 directories chosen from models/sam2 and models/sam3, the tiny-random-sam2/-sam3 presets, and
+    the candidate-source switches (SAM 3's concept candidates on, attention off)."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": TEST_IMAGE}},
+        "2": models_node(sam=TINY_SAM3),
+        "3": {"class_type": "Rea2Seg_DiscoverCandidates",
+              "inputs": {"image": ["1", 0], "question": "the red box", "models": ["2", 0], "max_candidates": 4,
+                         "peak_threshold": 0.3, "vlm_proposals": False, "source_attention": "off",
+                         "source_concepts": "on"}},
+        "4": {"class_type": "Rea2Seg_SelectMask", "inputs": {"candidates": ["3", 0], "top_k": 1, "merge": False}},
+        "5": {"class_type": "MaskPreview", "inputs": {"mask": ["4", 0]}},
+        "6": {"class_type": "LoadImage", "inputs": {"image": TEST_IMAGE}},
+        "7": models_node(preset="tiny-random-sam2", vlm="(from preset)", sam="(from preset)"),
+        "8": {"class_type": "Rea2Seg_ReasoningSegment",
+              "inputs": {"image": ["6", 0], "question": "the red box", "models": ["7", 0], "mode": "yesno",
+                         "top_k": 2, "merge": False}},
+        "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 3]}},
+        "10": {"class_type": "MaskPreview", "inputs": {"mask": ["8", 0]}},
+    }
+    t = time.monotonic()
+    entry = comfy.run(prompt)
+    TIMINGS["SAM 3 concepts + tiny-random-sam2 preset"] = time.monotonic() - t
+    assert_success(entry)
+    images = saved_images(comfy, entry)
+    assert images["5"][0].size == images["10"][0].size == (96, 64)
+    assert "meaningless" in entry["outputs"]["9"]["text"][0]
+
+    err = error_of(comfy.run(with_inputs(prompt, "Rea2Seg_ReasoningSegment", source_concepts="on")))
+    assert err["node_type"] == "Rea2Seg_ReasoningSegment" and "needs SAM 3" in err["exception_message"]
 
 
 # ---- error paths: ComfyUI's own errors -------------------------------------------------------------------------------
