@@ -34,10 +34,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            scorer="OpenGVLab/InternVL3-8B-hf",
            config=PipelineConfig(scoring=ScoringConfig(mode="comparative"))),
     Preset("sam2", "Qwen/Qwen2.5-VL-7B-Instruct", "facebook/sam2.1-hiera-large",
-           "Qwen2.5-VL-7B-Instruct + SAM 2.1 Hiera-L (about 18 GB of GPU memory: VLM in bf16, SAM in fp32)"),
+           "Qwen2.5-VL-7B-Instruct + SAM 2.1 Hiera-L (about 18 GB of GPU memory; weights: VLM 16.6 GB in bf16, SAM 2.1 "
+           "0.9 GB in fp32)"),
     Preset("sam3", "Qwen/Qwen3-VL-8B-Instruct", "facebook/sam3",
            "Qwen3-VL-8B-Instruct + SAM 3 with concept candidates: the VLM names the object, SAM 3's text prompt "
-           "segments every instance, next to the attention-peak candidates (about 21 GB; facebook/sam3 is gated)",
+           "segments every instance, next to the attention-peak candidates (about 21 GB of GPU memory; weights: VLM "
+           "17.5 GB in bf16, SAM 3 3.4 GB in fp32; facebook/sam3 is gated)",
            config=PipelineConfig(discovery=DiscoveryConfig(sources=("attention", "concepts")))),
     Preset("tiny-random", "qwen2_5_vl", "sam", "tiny random-weight models built offline: smoke tests only, output "
            "meaningless", random_weights=True),
