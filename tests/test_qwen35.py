@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from rea2seg.errors import InputError
-from rea2seg.models.attention import image_token_span, layer_band, record_attention
+from rea2seg.models.attention import layer_band
 from rea2seg.models.prompting import chat_inputs
 from rea2seg.models.vlm import load_vlm
 
@@ -24,32 +23,10 @@ def qwen35(tmp_path_factory):
     return load_vlm(str(d), device="cpu")
 
 
-def test_only_full_attention_layers_are_recorded_and_equal_eager(qwen35):
+def test_the_layer_band_keeps_full_attention_layers_or_refuses(qwen35):
+    """(Rows equal to eager attention on the full-attention layers: tests/test_attention.py.)"""
     vlm = qwen35
     assert vlm.family == "qwen3_5" and vlm.attention_layers == [1, 3]
-    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 330, 3), dtype=np.uint8))
-    inputs = chat_inputs(vlm, [[img, "the second car from the left"]])
-    ids = inputs["input_ids"][0]
-    s, e = image_token_span(ids, vlm.image_token_id)
-    rows = torch.arange(e + 1, ids.shape[0])
-    with torch.inference_mode(), record_attention(rows, slice(s, e)) as rec:
-        vlm.model(**inputs)
-    assert sorted(rec.out) == [1, 3]  # the linear-attention layers 0 and 2 never call the attention function
-    vlm.model.set_attn_implementation({"text_config": "eager"})
-    try:
-        with torch.inference_mode():
-            eager = vlm.model(**inputs, output_attentions=True).attentions
-    finally:
-        vlm.model.set_attn_implementation({"text_config": "rea2seg_sdpa_rows"})
-    assert len(eager) == 2  # one entry per full-attention layer, in order: entry j is layer attention_layers[j]
-    for j, layer in enumerate(vlm.attention_layers):
-        want = eager[j][:, :, rows][..., s:e]
-        assert rec.out[layer].shape == want.shape
-        assert (rec.out[layer] - want).abs().max().item() <= 1e-5, layer
-
-
-def test_the_layer_band_keeps_full_attention_layers_or_refuses(qwen35):
-    vlm = qwen35
     assert layer_band(vlm.num_layers, (0.5, 0.85), vlm.attention_layers) == [3]
     assert layer_band(vlm.num_layers, (0.0, 1.0), vlm.attention_layers) == [1, 3]
     with pytest.raises(InputError, match=r"none of which has an attention map .*full-attention layers are 1, 3.*"
