@@ -392,7 +392,7 @@ def rows_segmenters(pipe, image, root: Path, repeats: int, concept_repeats: int 
                            "one prompt per call", f"batched ({boxed} boxed + {n - boxed} unboxed, a call each)"),
                        t["one"], t["batched"], None)
         r.check = f"max |logit diff| {float((out['one'][0] - out['batched'][0]).abs().max()):.1e}"
-        r.note = "the same choice as SAM's row above: the engine batches on an accelerator, one prompt per call on a CPU"
+        r.note = "the choice of SAM's row above: the engine batches on an accelerator, one prompt per call on a CPU"
         rows.append(r)
 
     seg = segs["sam3"]

@@ -33,9 +33,11 @@ def test_models_check_tiny(tiny_dir):
 
 
 def test_models_check_missing_names_fix(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "rea2seg", "models", "check", "vit_b"], capture_output=True,
-                       text=True, env=dict(os.environ, REA2SEG_MODELS_DIR=str(tmp_path)))
+    r = subprocess.run([sys.executable, "-m", "rea2seg", "models", "check", "vit_b", "facebook/sam2.1-hiera-large"],
+                       capture_output=True, text=True, env=dict(os.environ, REA2SEG_MODELS_DIR=str(tmp_path)))
     assert r.returncode == 3 and "rea2seg models download vit_b" in r.stdout
+    assert f"expected {tmp_path / 'sam2' / 'sam2.1-hiera-large'}" in r.stdout
+    assert "rea2seg models download facebook/sam2.1-hiera-large" in r.stdout
 
 
 def test_segment_cli_json(tiny_dir, tmp_path):

@@ -98,3 +98,16 @@ def test_langchain_tools_with_sources(pipelines, scene_path, backend):
     else:
         assert msg.status == "success" and "concept_masks" in json.loads(msg.content[0]["text"])["timings_ms"]
         assert msg.artifact.mask.shape == (72, 96)
+
+
+def test_mcp_server_command_line_sources(tiny_segmenter_dirs):
+    """``rea2seg-mcp --sources``: checked before anything loads, then the server's default for every call."""
+    from mcp_server.cli import build_parser, check_args, pipeline_factory
+
+    p = build_parser()
+    args = p.parse_args(["--preset", "tiny-random-sam3", "--sources", "concepts"])
+    check_args(p, args)
+    assert pipeline_factory(args)().config.discovery.sources == ("concepts",)
+    args = p.parse_args(["--preset", "tiny-random-sam3", "--sources", "attention,peaks"])
+    with pytest.raises(SystemExit):
+        check_args(p, args)

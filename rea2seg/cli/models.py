@@ -13,7 +13,8 @@ def register_cli(subparsers) -> None:
     msub.add_parser("list", help="presets and whether their files are present")
     dl = msub.add_parser("download", help="download presets, SAM kinds (vit_h/vit_l/vit_b) or hub ids (VLMs, SAM 2.1, "
                                           "SAM 3)")
-    dl.add_argument("names", nargs="+", help="preset name, SAM kind or Hugging Face id (e.g. facebook/sam2.1-hiera-large)")
+    dl.add_argument("names", nargs="+",
+                    help="preset name, SAM kind or Hugging Face id (e.g. facebook/sam2.1-hiera-large)")
     ck = msub.add_parser("check", help="check that a preset's (or the named) models are present and loadable")
     ck.add_argument("names", nargs="*", help="SAM kinds / files / SAM 2.1 and SAM 3 ids, or VLM ids / dirs (default: "
                                              "the preset's)")

@@ -357,6 +357,24 @@ def test_sam2_and_sam3_from_the_model_folders_and_presets(comfy):
     assert err["node_type"] == "Rea2Seg_ReasoningSegment" and "needs SAM 3" in err["exception_message"]
 
 
+def test_missing_sam2_of_a_preset_names_its_folder(comfy, comfy_base):
+    """The sam2 preset's VLM is there (a stand-in linked under its name), its SAM 2.1 is not: the error names
+    models/sam2/<name> and the hub repo to put there."""
+    link = comfy_base / "models" / "LLM" / "Qwen2.5-VL-7B-Instruct"
+    link.symlink_to(comfy_base / "models" / "LLM" / TINY_VLM)
+    try:
+        prompt = discover_prompt("anything", **{"2__preset": "sam2", "2__vlm": "(from preset)",
+                                                "2__sam": "(from preset)"})
+        err = error_of(comfy.run(prompt))
+        expected = comfy.base_dir / "models" / "sam2" / "sam2.1-hiera-large"
+        assert err["exception_type"].endswith("ModelNotFoundError")
+        assert err["exception_message"].startswith(f"segmenter facebook/sam2.1-hiera-large not found: expected "
+                                                   f"{expected} ")
+        assert "facebook/sam2.1-hiera-large into that folder" in err["exception_message"]
+    finally:
+        link.unlink()
+
+
 # ---- error paths: ComfyUI's own errors -------------------------------------------------------------------------------
 
 def discover_prompt(question: str, **overrides) -> dict:
