@@ -249,6 +249,33 @@ class LowResMasks:
                    sum((p.labels for p in parts), []), np.concatenate([p.points for p in parts]))
 
 
+#: Which candidate source a label prefix comes from (other prefixes are their own source).
+LABEL_SOURCES = {"peak": "attention", "box": "attention", "vlm": "boxes", "concept": "concepts"}
+
+
+def source_of(label: str) -> str:
+    """The candidate source of a candidate label ("box:2/m0" -> "attention", "concept:red mug/i0" -> "concepts")."""
+    prefix = label.split(":", 1)[0]
+    return LABEL_SOURCES.get(prefix, prefix)
+
+
+def cap_keeping_each_source(order: np.ndarray, labels: list[str], cap: int) -> np.ndarray:
+    """The first ``cap`` of ``order`` (best first), except that every source keeps its best candidate: one ranked
+    beyond the cap takes the place of the lowest-ranked candidate of a source holding several, so no source's masks
+    are crowded out before the scorer sees them. Rank order is kept."""
+    chosen = list(order[:cap])
+    for i in order[cap:]:
+        kinds = [source_of(labels[j]) for j in chosen]
+        if source_of(labels[i]) in kinds:
+            continue
+        crowded = [pos for pos, k in enumerate(kinds) if kinds.count(k) > 1]
+        if not crowded:
+            break
+        chosen[crowded[-1]] = i
+    rank = {int(j): pos for pos, j in enumerate(order)}
+    return np.array(sorted(chosen, key=lambda j: rank[int(j)]), np.int64)
+
+
 def prompt_masks(sam: Segmenter, emb, prompts: PromptBatch, sources: list[str], config: DiscoveryConfig
                  ) -> LowResMasks:
     """Decode the prompts (batched on an accelerator, one per call on a CPU: ``decoder_chunk``) and keep masks by
@@ -283,7 +310,7 @@ def candidates_from_masks(sam: Segmenter, emb, masks: LowResMasks | None, heatma
                           config: DiscoveryConfig) -> Candidates:
     """Every source's kept masks together: empty ones dropped, NMS at low resolution (ranked by quality weighted by
     the heat map's mass inside), full-resolution post-processing of the survivors only, the minimum area, NMS again
-    at full resolution, the cap."""
+    at full resolution, the cap (each source keeping its best candidate: ``cap_keeping_each_source``)."""
     H, W = emb.original_size
     if masks is None or not len(masks):
         return Candidates.empty(H, W)
@@ -296,7 +323,8 @@ def candidates_from_masks(sam: Segmenter, emb, masks: LowResMasks | None, heatma
     labels = [masks.labels[i] for i in nonempty]
     heat_low = sam.to_low_frame(emb, heatmap, low_sel.shape[-1])
     mass_low = (low_bin * heat_low).reshape(len(nonempty), -1).sum(1) / max(float(heat_low.sum()), 1e-8)
-    keep = mask_nms(low_bin, quality * (0.5 + mass_low), config.nms_iou)[: 2 * config.max_candidates]
+    keep = cap_keeping_each_source(mask_nms(low_bin, quality * (0.5 + mass_low), config.nms_iou), labels,
+                                   2 * config.max_candidates)
     full = sam.upscale(emb, low_sel[torch.as_tensor(keep)])
     ok = full.reshape(len(keep), -1).sum(1) >= max(1.0, config.min_area_fraction * H * W)
     keep, full = keep[ok], full[ok]
@@ -304,7 +332,8 @@ def candidates_from_masks(sam: Segmenter, emb, masks: LowResMasks | None, heatma
         return Candidates.empty(H, W)
     # NMS again at full resolution (low-res IoU can miss near-duplicates), then cap
     mass = (full * heatmap[None]).reshape(len(keep), -1).sum(1) / max(float(heatmap.sum()), 1e-8)
-    order = mask_nms(full, quality[keep] * (0.5 + mass), config.nms_iou)[: config.max_candidates]
+    order = cap_keeping_each_source(mask_nms(full, quality[keep] * (0.5 + mass), config.nms_iou),
+                                    [labels[i] for i in keep], config.max_candidates)
     keep, full, mass = keep[order], full[order], mass[order]
     return Candidates(full, masks_to_boxes(full), points[keep], quality[keep], mass, [labels[i] for i in keep])
 

@@ -3,13 +3,15 @@ concept candidates joining the attention-peak candidates (tiny random-weight mod
 where a test needs real words, since random weights write noise)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rea2seg.config import CANDIDATE_SOURCES, DiscoveryConfig, check_sources, switch_sources
-from rea2seg.discovery import CONCEPT_PROMPT, discover_candidates
+from rea2seg.discovery import CONCEPT_PROMPT, discover_candidates, source_of
 from rea2seg.errors import InputError
 from rea2seg.parsing import parse_concepts
 
@@ -129,6 +131,10 @@ def test_concept_candidates_join_the_attention_candidates(pipelines, image, monk
     assert all(np.isnan(d.candidates.points[i]).all() for i, s in enumerate(d.candidates.sources)
                if s.startswith("concept:"))
     assert [r["number"] for r in rows] == list(range(1, len(rows) + 1))
+    # a tight cap still leaves the scorer each source's best candidate (random SAM 3 scores rank them last)
+    tight = discover_candidates(pipe.vlm, pipe.sam, image, "the cup", replace(cfg, max_candidates=2, nms_iou=0.8))
+    kinds = {source_of(s) for s in tight.candidates.sources}
+    assert len(tight.candidates) == 2 and kinds == {"attention", "concepts"}, tight.candidates.sources
 
 
 def test_concepts_alone_skip_the_attention_pass(pipelines, image, monkeypatch):
@@ -172,3 +178,16 @@ def test_sources_per_call_and_in_status(pipelines, image):
 def test_every_source_has_a_description():
     assert set(CANDIDATE_SOURCES) == {"attention", "boxes", "concepts"}
     assert all(len(v) > 30 for v in CANDIDATE_SOURCES.values())
+
+
+def test_the_cap_keeps_each_sources_best_candidate():
+    from rea2seg.discovery import cap_keeping_each_source
+
+    assert [source_of(s) for s in ("peak:0/m1", "box:2/m0", "vlm:1/m2", "concept:red mug/i0", "lisa:0")] == \
+        ["attention", "attention", "boxes", "concepts", "lisa"]
+    labels = ["peak:0/m0", "box:0/m0", "peak:1/m0", "concept:cup/i0", "vlm:0/m0", "concept:cup/i1"]
+    order = np.array([0, 1, 2, 3, 4, 5])
+    assert cap_keeping_each_source(order, labels, 6).tolist() == [0, 1, 2, 3, 4, 5]
+    assert cap_keeping_each_source(order, labels, 3).tolist() == [0, 3, 4]  # attention's 2nd and 3rd make room
+    assert cap_keeping_each_source(order, labels, 2).tolist() == [0, 3]  # no room left for a third source
+    assert cap_keeping_each_source(np.array([2, 0, 1]), labels, 2).tolist() == [2, 0]  # one source: plain cap
