@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .sam2 import HFEmbedding, PromptableSegmenter, load_hf_model, load_hf_processor
 
 
@@ -96,8 +97,6 @@ class Sam3Segmenter(PromptableSegmenter):
         """SAM 3's concept detector (``Sam3Model``) and its processor (CLIP tokenizer), loaded once on first use and
         given the tracker's ViT (the checkpoint holds one)."""
         if not self.has_detector:
-            from ..errors import InputError
-
             raise InputError(f"{self.source} has no concept detector (a SAM 3 tracker-only checkpoint); concept "
                              f"candidates need the full facebook/sam3 checkpoint")
         with self._lock:
