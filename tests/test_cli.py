@@ -101,17 +101,12 @@ def test_segment_cli_with_sam2_and_sam3_presets(tiny_segmenter_dirs, tmp_path, p
     assert out["candidates"] and {"sam_embedding", "sam_masks", "scoring"} <= set(out["timings_ms"])
     if backend == "sam3":  # the preset's concept source ran: the VLM named phrases, SAM 3 segmented them
         assert {"concepts", "concept_masks"} <= set(out["timings_ms"])
-        r = run("models", "check", "--preset", preset)
-        assert r.returncode == 0 and f"{preset}: ok" in r.stdout and backend in r.stdout, r.stderr
 
 
 def test_segment_cli_sources(tiny_segmenter_dirs, tmp_path):
+    """--sources reaches the pipeline (what each source does: tests/test_sources.py, in-process)."""
     common = ("segment", str(EXAMPLE), "the cup", "-o", str(tmp_path / "m.png"), "--overlay", str(tmp_path / "o.png"),
               "--json", "--force", "--quiet")
-    r = run(*common, "--preset", "tiny-random-sam3", "--sources", "concepts")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert "attention" not in out["timings_ms"] and all(c["source"].startswith("concept:") for c in out["candidates"])
     for args, needle in [(("--preset", "tiny-random-sam3", "--sources", "attention,peaks"), "unknown candidate source"),
                          (("--preset", "tiny-random-sam2", "--sources", "concepts"), "needs SAM 3")]:
         r = run(*common, *args)
