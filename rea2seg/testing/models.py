@@ -18,6 +18,10 @@ from ..models.sam import SamArch, save_sam
 
 MEANINGLESS = "random-weight 'tiny-random' models: this output is meaningless (plumbing check only)"
 
+#: Part of the built models' names: bump it when the builders change what they write, so a cache built by an older
+#: version is never mistaken for a current build (e.g. SAM files before their architecture was in the metadata).
+BUILD = 2
+
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
                  "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
                  "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
@@ -149,8 +153,8 @@ def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl") -> t
     half-written model that looks complete.
     """
     root = Path(root)
-    vlm_dir = root / "LLM" / f"tiny-random-{family}"
-    sam_path = root / "sams" / "sam_tiny_random.safetensors"
+    vlm_dir = root / "LLM" / f"tiny-random-{family}-v{BUILD}"
+    sam_path = root / "sams" / f"sam_tiny_random_v{BUILD}.safetensors"
     if not (vlm_dir / "model.safetensors").exists():
         vlm_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=vlm_dir.parent))

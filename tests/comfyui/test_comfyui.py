@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from rea2seg.config import MAX_TOP_K
+from rea2seg.testing.models import BUILD
 
 from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, ComfyServer, messages, run_with_events, ui_to_api
 
@@ -27,7 +28,7 @@ WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
 OURS = {"Rea2Seg_LoadModels", "Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandidates", "Rea2Seg_SelectMask",
         "Rea2Seg_CandidateMasks", "Rea2Seg_ReasoningSegment"}
 ENGINE_NODES = {"Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandidates", "Rea2Seg_ReasoningSegment"}
-TINY_VLM, TINY_SAM = "tiny-random-qwen2_5_vl", "sam_tiny_random.safetensors"
+TINY_VLM, TINY_SAM = f"tiny-random-qwen2_5_vl-v{BUILD}", f"sam_tiny_random_v{BUILD}.safetensors"
 # The templates ship with preset "default" (downloads ~17 GB on first use); here LoadModels points at the tiny models
 # placed in ComfyUI's model folders instead. Nothing else in a template is changed.
 TINY_MODELS = {"preset": "custom", "vlm": TINY_VLM, "sam": TINY_SAM, "auto_download": False}
