@@ -203,3 +203,21 @@ def test_cli_trains_a_scorer_the_pipeline_uses(export, tiny_paths, tmp_path, cap
     assert main(["train-scorer", str(export), "--out", str(out), "--base", str(vlm_dir), "--epochs", "3",
                  "--quiet"]) == 2
     assert "different settings" in capsys.readouterr().err
+
+
+def test_trained_scorer_loads_in_the_agent_doors(export, base, tmp_path):
+    """--scorer in the MCP server's command line and scorer= in the LangChain toolkit load a train-scorer output
+    (here a LoRA adapter), with the scoring settings it was trained with."""
+    from mcp_server.cli import build_parser, check_args, pipeline_factory
+    from rea2seg_tools import Rea2SegToolkit
+
+    summary = train_scorer(base, export, tmp_path / "run", TrainConfig(method="lora", lora_r=4, epochs=1,
+                                                                       val_fraction=0.0),
+                           device="cpu", progress=False, log=lambda *a: None)
+    parser = build_parser()
+    args = parser.parse_args(["--preset", "tiny-random", "--scorer", summary["scorer"], "--device", "cpu"])
+    check_args(parser, args)
+    pipe = pipeline_factory(args)()
+    assert pipe.status()["scorer"] == summary["scorer"] and pipe.config.scoring.mode == "yesno"
+    kit = Rea2SegToolkit(preset="tiny-random", scorer=summary["scorer"], device="cpu")
+    assert kit.pipeline.scorer.source == summary["scorer"]
