@@ -1,6 +1,7 @@
 """``rea2seg-mcp``: the MCP server's command line.
 
-    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--allowed-dir DIR ...] [--output-dir DIR]
+    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--scorer DIR] [--allowed-dir DIR ...]
+                [--output-dir DIR]
                 [--transport stdio|http] [--host 127.0.0.1] [--port N] [--token TOKEN] [--max-queue N]
 
 Arguments are parsed first (``--help`` prints to stdout as usual); then stdout is handed to the protocol alone, and
@@ -14,6 +15,8 @@ import logging
 import os
 import sys
 
+from rea2seg.cli.common import add_model_arguments
+
 from .http_auth import TOKEN_ENV, is_loopback
 
 log = logging.getLogger("rea2seg.mcp")
@@ -24,12 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rea2seg-mcp",
         description="Rea2Seg MCP server: reasoning segmentation tools (segment, discover_candidates, "
                     "score_candidates, get_mask, server_status) for Claude Desktop and other MCP clients.")
-    m = p.add_argument_group("models")
-    m.add_argument("--preset", default=None, metavar="NAME",
-                   help="named model preset (default: 'default'); 'tiny-random' = random weights, plumbing only")
-    m.add_argument("--vlm", metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory (with --sam)")
-    m.add_argument("--sam", metavar="PATH", help="SAM checkpoint file (with --vlm)")
-    m.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_model_arguments(p)  # the same model choices as `rea2seg segment` (--preset, --vlm/--sam, --scorer, ...)
     f = p.add_argument_group("files")
     f.add_argument("--allowed-dir", action="append", default=[], metavar="DIR",
                    help="directory images may be read from (repeatable; also REA2SEG_ALLOWED_DIRS, "
@@ -57,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Argument combinations that are wrong before anything is loaded."""
-    if bool(args.vlm) != bool(args.sam):
-        p.error("--vlm and --sam go together: give both (or neither, to use --preset)")
-    if args.vlm and args.preset:
+    if (args.vlm or args.sam) and args.preset:
         p.error("give either --preset or --vlm/--sam, not both")
     if args.preset:
         from rea2seg.errors import InputError
@@ -82,11 +78,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def pipeline_factory(args: argparse.Namespace):
     """A zero-argument callable that loads the models the arguments name."""
     def load():
-        from rea2seg import Rea2Seg
+        from rea2seg.cli.common import build_pipeline
 
-        if args.vlm:
-            return Rea2Seg.from_pretrained(vlm=args.vlm, sam=args.sam, device=args.device)
-        return Rea2Seg.from_preset(args.preset or "default", device=args.device)
+        return build_pipeline(args)
     return load
 
 

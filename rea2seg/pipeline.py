@@ -38,6 +38,23 @@ def _friendly_errors(fn):
     return wrapper
 
 
+def _with_scorer_settings(config: PipelineConfig, scorer: str | None) -> PipelineConfig:
+    """``config`` with the scoring settings a trained scorer records in its rea2seg_scorer.json (what it was shown in
+    training), if ``scorer`` is such a directory."""
+    import json
+    from pathlib import Path
+
+    info = Path(scorer).expanduser() / "rea2seg_scorer.json" if scorer else None
+    if info is None or not info.is_file():
+        return config
+    try:
+        saved = json.loads(info.read_text())
+        scoring = replace(config.scoring, mode=saved["mode"], **saved.get("scoring", {}))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{info} is unreadable ({e}); re-run `rea2seg train-scorer` or remove the file") from None
+    return replace(config, scoring=scoring)
+
+
 class Rea2Seg:
     """Reasoning segmentation: image + question -> mask.
 
@@ -58,16 +75,18 @@ class Rea2Seg:
     # ---- construction ----------------------------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str = "default", *, device=None, dtype=None, config: PipelineConfig | None = None,
-                    download: bool = False) -> "Rea2Seg":
+                    download: bool = False, scorer: str | None = None) -> "Rea2Seg":
+        """A named preset (``rea2seg.presets``); ``scorer`` replaces its scoring VLM (e.g. a ``train-scorer``
+        output)."""
         preset = get_preset(name)
         if preset.random_weights:
             from .testing import MEANINGLESS, ensure_tiny_models, tiny_models_dir
 
             vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())
-            return cls.from_pretrained(str(vlm_dir), str(sam_path), device=device, dtype=dtype,
+            return cls.from_pretrained(str(vlm_dir), str(sam_path), scorer=scorer, device=device, dtype=dtype,
                                        config=config or preset.config, name=name, warning=MEANINGLESS)
-        return cls.from_pretrained(preset.vlm, preset.sam, scorer=preset.scorer, device=device, dtype=dtype,
-                                   config=config or preset.config, download=download, name=name)
+        return cls.from_pretrained(preset.vlm, preset.sam, scorer=scorer or preset.scorer, device=device,
+                                   dtype=dtype, config=config or preset.config, download=download, name=name)
 
     @classmethod
     def from_pretrained(cls, vlm: str, sam: str, *, sam_kind: str | None = None, scorer: str | None = None,
@@ -75,8 +94,9 @@ class Rea2Seg:
                         trust_remote_code: bool = False, name: str = "custom", warning: str | None = None
                         ) -> "Rea2Seg":
         """vlm: hub id or local directory; sam: checkpoint path or kind (vit_h / vit_l / vit_b); scorer: another VLM
-        for stage 2 (the same object is reused when it names the same model)."""
-        config = config or PipelineConfig()
+        for stage 2 (the same object is reused when it names the same model). A scorer trained by ``rea2seg
+        train-scorer`` brings the scoring settings it was trained with (mode, views)."""
+        config = _with_scorer_settings(config or PipelineConfig(), scorer)
         max_pixels = config.discovery.vlm_max_pixels
         v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels)
         s = load_sam(sam, sam_kind, v.device, download)

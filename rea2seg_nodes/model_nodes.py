@@ -163,13 +163,19 @@ class LoadModels:
             "auto_download": ("BOOLEAN", {"default": True, "tooltip": (
                 "Download a preset's missing files into models/LLM and models/sams on first use (several GB; "
                 "verified, never half-written). Off: a missing file is an error naming where it should be.")}),
+        }, "optional": {
+            "scorer": ([FROM_PRESET] + comfy_bridge.vlm_dirs(adapters=True), {"default": FROM_PRESET, "tooltip": (
+                "A different VLM for scoring, from models/LLM: e.g. a scorer trained with `rea2seg train-scorer` "
+                "(its output folder `scorer`, copied there; LoRA adapters load their base model by themselves).")}),
         }, "hidden": {"node_id": "UNIQUE_ID"}}
 
-    def load(self, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id=None):
-        return (engine_call(self._load, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id),)
+    def load(self, preset, vlm, sam, device, dtype, keep_loaded, auto_download, scorer=FROM_PRESET, node_id=None):
+        return (engine_call(self._load, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id,
+                            scorer),)
 
     @staticmethod
-    def _load(preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id) -> LoadedModels:
+    def _load(preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id,
+              chosen_scorer=FROM_PRESET) -> LoadedModels:
         from rea2seg import Rea2Seg, presets
         from rea2seg.testing import MEANINGLESS, ensure_tiny_models
 
@@ -190,6 +196,8 @@ class LoadModels:
                 vlm_path = _preset_vlm(p.vlm, auto_download, node_id)
                 scorer = str(_preset_vlm(p.scorer, auto_download, node_id)) if p.scorer else None
                 sam_path = _preset_sam(p.sam, auto_download, node_id)
+        if chosen_scorer not in (None, "", FROM_PRESET):
+            scorer = str(_chosen(comfy_bridge.VLM_FOLDER, chosen_scorer, "scorer folder"))
         key = (str(vlm_path), str(sam_path), scorer, str(dev), dtype, name)
         prev = _LOADED.get(node_id)
         if prev is not None and prev.key == key:

@@ -139,7 +139,7 @@ class Rea2SegToolkit(BaseToolkit):
     """The three Rea2Seg tools over one engine.
 
     preset: a model preset name (loaded once, here), or pipeline: an already loaded ``Rea2Seg``; neither means
-    preset "default". allowed_dirs: directories the tools may read images from (the model only ever names paths;
+    preset "default". scorer: a different scoring VLM for the preset (e.g. a ``rea2seg train-scorer`` output folder). allowed_dirs: directories the tools may read images from (the model only ever names paths;
     anything outside, or a symlink leading out, is refused). max_queue: calls that may wait while one runs (async
     use) before "busy". max_results: results kept for score_candidates. include_image: add a preview image to the
     content (turn off for text-only models).
@@ -148,6 +148,7 @@ class Rea2SegToolkit(BaseToolkit):
     model_config = ConfigDict(arbitrary_types_allowed=True)
     preset: str | None = None
     pipeline: Any = None
+    scorer: str | None = None
     allowed_dirs: list[str] = Field(default_factory=list)
     device: str | None = None
     max_queue: int = 8
@@ -158,6 +159,8 @@ class Rea2SegToolkit(BaseToolkit):
     def model_post_init(self, __context: Any) -> None:
         if self.preset and self.pipeline is not None:
             raise ValueError("give either preset= or pipeline=, not both")
+        if self.scorer and self.pipeline is not None:
+            raise ValueError("scorer= goes with preset=; a pipeline= already has its scorer")
         try:
             allowed = AllowedDirs([str(d) for d in self.allowed_dirs])
         except Rea2SegError as e:
@@ -166,7 +169,7 @@ class Rea2SegToolkit(BaseToolkit):
         if pipeline is None:
             from rea2seg import Rea2Seg
 
-            pipeline = Rea2Seg.from_preset(self.preset or "default", device=self.device)
+            pipeline = Rea2Seg.from_preset(self.preset or "default", device=self.device, scorer=self.scorer)
             self.pipeline = pipeline
         self._service = SegmentationService(pipeline, allowed_dirs=allowed, output_dir=OutputDir(None),
                                             max_queue=self.max_queue, max_results=self.max_results)

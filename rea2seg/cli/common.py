@@ -43,11 +43,8 @@ def build_pipeline(args: argparse.Namespace, config=None):
                                        scorer=getattr(args, "scorer", None), device=device, dtype=dtype,
                                        config=config, download=download,
                                        trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
-    if getattr(args, "scorer", None):
-        p = get_preset(preset or "default")
-        return Rea2Seg.from_pretrained(p.vlm, p.sam, scorer=args.scorer, device=device, dtype=dtype,
-                                       config=config or p.config, download=download, name=p.name)
-    return Rea2Seg.from_preset(preset or "default", device=device, dtype=dtype, config=config, download=download)
+    return Rea2Seg.from_preset(preset or "default", device=device, dtype=dtype, config=config, download=download,
+                               scorer=getattr(args, "scorer", None))
 
 
 def stderr_progress(quiet: bool):

@@ -63,11 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .common import add_model_arguments
     from .eval import register_cli as register_eval
     from .models import register_cli as register_models
+    from .train import register_cli as register_train
 
     parser = argparse.ArgumentParser(prog="rea2seg", description="Reasoning segmentation: image + question -> mask.")
     parser.add_argument("--version", action="version", version=f"rea2seg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,eval,models}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,eval,train-scorer,models}")
 
     seg = sub.add_parser("segment", help="segment the region of IMAGE that answers QUESTION",
                          description="Segment the region of IMAGE that answers QUESTION; writes the mask PNG "
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.set_defaults(func=cmd_segment)
 
     register_eval(sub)
+    register_train(sub)
     register_models(sub)
     return parser
 

@@ -77,7 +77,7 @@ _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 _registry: dict[tuple, VLM] = {}
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()
 
 
 def resolve_vlm_dir(source: str, download: bool = False) -> Path:
@@ -138,20 +138,62 @@ def _family(config) -> str:
 
 def load_vlm(source: str | os.PathLike, device: str | torch.device | None = None,
              dtype: str | torch.dtype | None = None, trust_remote_code: bool = False, download: bool = False,
-             max_pixels: int | None = None) -> VLM:
+             max_pixels: int | None = None, shared: bool = True) -> VLM:
     """Load an image-text-to-text VLM with ``AutoModelForImageTextToText`` / ``AutoProcessor`` (Qwen2-VL,
-    Qwen2.5-VL, Qwen3-VL, InternVL3-hf, LLaVA ...). One copy per (directory, device, dtype): loading the same model
-    twice returns the same object, so discovery and scoring share it."""
-    path = resolve_vlm_dir(str(source), download)
+    Qwen2.5-VL, Qwen3-VL, InternVL3-hf, LLaVA ...), or a LoRA adapter directory written by ``rea2seg train-scorer``
+    (its base model loaded and the adapter merged in). One copy per (directory, device, dtype): loading the same model
+    twice returns the same object, so discovery and scoring share it; ``shared=False`` gives a private copy (for
+    training)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    adapter = Path(source).expanduser()
+    is_adapter = (adapter / ADAPTER_CONFIG).is_file()
+    path = adapter if is_adapter else resolve_vlm_dir(str(source), download)
     key = (str(path.resolve()), str(dev), str(dt), trust_remote_code)
     with _registry_lock:
-        if key in _registry:
+        if shared and key in _registry:
             return _registry[key]
-        vlm = _load_vlm_uncached(path, str(source), dev, dt, trust_remote_code, max_pixels)
-        _registry[key] = vlm
+        if is_adapter:
+            vlm = _load_adapter(adapter, dev, dt, trust_remote_code, download, max_pixels)
+        else:
+            vlm = _load_vlm_uncached(path, str(source), dev, dt, trust_remote_code, max_pixels)
+        if shared:
+            _registry[key] = vlm
         return vlm
+
+
+#: peft's adapter file: a directory holding it is a LoRA adapter over the base model it names
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _load_adapter(adapter: Path, dev: torch.device, dt: torch.dtype, trust_remote_code: bool, download: bool,
+                  max_pixels: int | None) -> VLM:
+    """The base model named in the adapter's config, a private copy, with the adapter merged into its weights."""
+    import json
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelError(f"{adapter} is a LoRA adapter; loading it needs peft: pip install 'rea2seg[train]'") from None
+    try:
+        base = json.loads((adapter / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError, OSError) as e:
+        raise CheckpointError(f"{adapter / ADAPTER_CONFIG} does not name its base model ({e}); re-run "
+                              f"`rea2seg train-scorer`") from None
+    vlm = load_vlm(base, dev, dt, trust_remote_code, download, max_pixels, shared=False)
+    try:
+        vlm.model = PeftModel.from_pretrained(vlm.model, str(adapter)).merge_and_unload().eval()
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"cannot apply the adapter {adapter} to {base} ({str(e).splitlines()[0][:200]}); "
+                              f"was it trained on that model?") from None
+    if any((adapter / f).exists() for f in _PROCESSOR_FILES):
+        vlm.processor = load_processor(adapter, trust_remote_code)
+        if max_pixels and hasattr(vlm.processor, "image_processor"):
+            _set_max_pixels(vlm.processor.image_processor, max_pixels)
+        if hasattr(vlm.processor, "tokenizer"):
+            vlm.processor.tokenizer.padding_side = "left"
+    vlm.source = str(adapter)
+    return vlm
 
 
 def forget_vlm(vlm: VLM) -> None:
