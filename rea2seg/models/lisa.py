@@ -487,7 +487,7 @@ class LisaGenerator:
         head = tok.encode(f"{system} USER: {IM_START}")  # "USER:" loses its space next to <im_start>
         ids = head + [IMAGE_TOKEN_INDEX] * n + [self._token(IM_END)]
         question_start = len(ids)
-        ids += tok.encode_text(f"{query.strip()} ASSISTANT:")  # the "\n" after <im_end> is stripped away
+        ids += tok.encode_text(f"{query.lstrip()} ASSISTANT:")  # whitespace after <im_end> is stripped
         answer_start = len(ids)
         if answer is not None:
             ids += tok.encode(answer, add_special_tokens=False) + [tok.eos_token_id]
@@ -585,35 +585,54 @@ def _field(size, name: str):
 
 # ---- loading ---------------------------------------------------------------------------------------------------------
 
-def _llava_config(cfg: dict, clip_dir: Path, projector: str):
-    from transformers import AutoConfig, LlamaConfig, LlavaConfig
+def llava_config(cfg: dict, vision_config, linear: bool):
+    """The ``LlavaConfig`` for a LISA ``config.json`` and its CLIP tower's vision config: LLaMA from the checkpoint's
+    fields, CLIP layer ``mm_vision_select_layer`` without CLS ("patch"), the projector one Linear (LISA v1) or
+    Linear-GELU-Linear (SESAME); the decoder records attention through Rea2Seg's function."""
+    from transformers import LlamaConfig, LlavaConfig
 
     from .attention import RECORDING_ATTENTION
 
-    clip_cfg = AutoConfig.from_pretrained(clip_dir)
-    vision = getattr(clip_cfg, "vision_config", clip_cfg)
     keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "rms_norm_eps", "max_position_embeddings", "vocab_size", "hidden_act", "rope_theta", "rope_scaling",
             "bos_token_id", "eos_token_id", "pad_token_id")
     text = LlamaConfig(**{k: cfg[k] for k in keys if cfg.get(k) is not None}, tie_word_embeddings=False)
     select = cfg.get("mm_vision_select_feature", "patch")
-    llava = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+    vision = vision_config.to_dict() if hasattr(vision_config, "to_dict") else dict(vision_config)
+    llava = LlavaConfig(vision_config=vision, text_config=text.to_dict(),
                         image_token_index=IMAGE_TOKEN_INDEX,  # never looked up: discovery splices the image itself
                         vision_feature_layer=int(cfg.get("mm_vision_select_layer", -2)),
                         vision_feature_select_strategy="default" if select == "patch" else "full",
-                        projector_hidden_act="linear" if projector == "linear" else "gelu",
+                        projector_hidden_act="linear" if linear else "gelu",
                         multimodal_projector_bias=True, tie_word_embeddings=False,
-                        image_seq_length=(vision.image_size // vision.patch_size) ** 2)
+                        image_seq_length=(vision["image_size"] // vision["patch_size"]) ** 2)
     llava.text_config._attn_implementation = RECORDING_ATTENTION
     llava.vision_config._attn_implementation = "sdpa"
     llava._attn_implementation = RECORDING_ATTENTION
     return llava
 
 
+def build_modules(cfg: dict, vision_config, linear: bool, sam_arch: SamArch, out_dim: int):
+    """The three models a LISA config describes, parameters on the meta device (to be assigned from the checkpoint):
+    ``LlavaForConditionalGeneration`` (for LISA v1 the projector's second Linear and activation are identities),
+    ``text_hidden_fcs`` as ``Sequential(Linear(H, H), ReLU, Linear(H, out_dim))`` and the ``segment_anything.Sam``."""
+    from transformers import LlavaForConditionalGeneration
+
+    hidden = int(cfg["hidden_size"])
+    with parameters_on_meta():
+        llava = LlavaForConditionalGeneration(llava_config(cfg, vision_config, linear))
+        if linear:
+            llava.model.multi_modal_projector.linear_2 = torch.nn.Identity()
+            llava.model.multi_modal_projector.act = torch.nn.Identity()
+        fcs = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out_dim))
+        sam = sam_arch.build()
+    return llava, fcs, sam
+
+
 def load_lisa(source: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
               download: bool = False) -> LisaGenerator:
     """Load a LISA-format checkpoint (LISA v1, SESAME, the Rea2Seg generator) and the CLIP tower it names."""
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoConfig
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     from .attention import register_recording_attention
@@ -644,18 +663,11 @@ def load_lisa(source: str, device: str | torch.device | None = None, dtype: str 
         raise CheckpointError(f"{clip_dir} is not a CLIP checkpoint (vision_model.*): {_few(clip_unmapped)}")
     for k, (_, target) in clip_mapped.items():
         groups["llava"][target] = clip_state[k]
-
     register_recording_attention()
-    llava_cfg = _llava_config(cfg, clip_dir, "linear" if linear else "mlp2x_gelu")
-    with parameters_on_meta():
-        llava = LlavaForConditionalGeneration(llava_cfg)
-        if linear:  # LISA v1's projector is one Linear: no second layer, no activation
-            llava.model.multi_modal_projector.linear_2 = torch.nn.Identity()
-            llava.model.multi_modal_projector.act = torch.nn.Identity()
-        hidden, out_dim = int(cfg["hidden_size"]), int(groups["fcs"].get("2.weight", torch.empty(0, 0)).shape[0])
-        fcs = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out_dim))
-        arch, kind = sam_arch_from_state(groups["sam"])
-        sam = arch.build()
+    clip_cfg = AutoConfig.from_pretrained(clip_dir)
+    arch, kind = sam_arch_from_state(groups["sam"])
+    out_dim = int(groups["fcs"]["2.weight"].shape[0]) if "2.weight" in groups["fcs"] else 0
+    llava, fcs, sam = build_modules(cfg, getattr(clip_cfg, "vision_config", clip_cfg), linear, arch, out_dim)
     _assign(llava, {k: v.to(dt) for k, v in groups["llava"].items()}, "LLaVA", path)
     _assign(fcs, {k: v.to(dt) for k, v in groups["fcs"].items()}, "text_hidden_fcs", path)
     _assign(sam, {k: v.float() for k, v in groups["sam"].items()}, "SAM", path)
@@ -681,7 +693,8 @@ def image_token_grid(per_token: torch.Tensor, side: int) -> torch.Tensor:
 
 
 __all__ = ["CLIP_KEY_MAP", "IMAGE_TOKEN_INDEX", "KEY_MAP", "LISA_ARCHITECTURES", "LISA_REPOS", "LegacyLlamaTokenizer",
-           "LisaGenerator", "LisaPrompt", "check_lisa_dir", "clip_dir_of", "download_lisa", "image_token_grid",
+           "LisaGenerator", "LisaPrompt", "build_modules", "check_lisa_dir", "clip_dir_of", "download_lisa",
+           "image_token_grid", "llava_config",
            "is_lisa_config", "is_lisa_dir", "is_lisa_source", "load_lisa", "map_keys", "parameters_on_meta",
            "read_weights", "resolve_clip_dir", "resolve_lisa_dir", "sam_arch_from_state", "vision_tower_name",
            "weight_files"]
