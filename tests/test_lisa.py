@@ -389,6 +389,50 @@ def test_generator_mask_is_a_candidate_with_peak_candidates(generators, lisa_dir
     assert len(none.candidates) == 0
 
 
+def test_generated_answers_are_greedy_and_their_seg_is_used(generators, monkeypatch):
+    from rea2seg.generator_discovery import discover_with_generator
+
+    gen = generators["sesame"]
+    image = make_image(120, 160, seed=8)
+    prompt = gen.prompt(LISA_SYSTEM, QUERY, None)
+    embeds = gen.inputs_embeds(prompt, gen.image_features(gen.pixel_values(image)))
+    want = []  # greedy decoding by hand: full forward, argmax of the last logits
+    with torch.no_grad():
+        e = embeds
+        for _ in range(5):
+            nxt = int(gen.llava(inputs_embeds=e, use_cache=False).logits[0, -1].argmax())
+            want.append(nxt)
+            if nxt == gen.tokenizer.eos_token_id:
+                break
+            e = torch.cat([e, gen.llava.get_input_embeddings()(torch.tensor([[nxt]]))], 1)
+    assert gen.generate(embeds, 5) == want
+    # a generated "Sure, it is [SEG]." gives the mask the same answer gives teacher-forced
+    answer = gen.tokenizer.encode("Sure, it is [SEG].", add_special_tokens=False) + [gen.tokenizer.eos_token_id]
+    monkeypatch.setattr(gen, "generate", lambda embeds, max_new_tokens: answer)
+    generated = discover_with_generator(gen, gen.sam, image, "the cup", generator=GeneratorConfig(
+        answer=None, peaks=False))
+    forced = discover_with_generator(gen, gen.sam, image, "the cup", generator=GeneratorConfig(
+        answer="Sure, it is [SEG].", peaks=False))
+    assert generated.candidates.sources == ["generator"]
+    assert np.array_equal(generated.candidates.masks, forced.candidates.masks)
+    np.testing.assert_array_equal(generated.grid, forced.grid)
+
+
+def test_bf16_generator_runs_and_stays_close(lisa_dirs, generators):
+    gen16 = load_lisa(str(lisa_dirs["lisa"]), device="cpu", dtype="bf16")
+    assert gen16.llava.dtype == torch.bfloat16 and gen16.sam.sam.image_encoder.pos_embed.dtype == torch.float32
+    image = make_image(120, 160, seed=9)
+    out = {}
+    for name, gen in (("bf16", gen16), ("fp32", generators["lisa"])):
+        prompt = gen.prompt(LISA_SYSTEM, QUERY, "[SEG].")
+        hidden = gen.hidden_states(gen.inputs_embeds(prompt, gen.image_features(gen.pixel_values(image))))
+        out[name] = gen.seg_embeddings(hidden, prompt)
+        low, _ = gen.seg_masks(gen.sam.embed(image), out[name])
+        assert low.dtype == torch.float32 and low.shape[0] == 1
+    assert out["bf16"].dtype == torch.float32
+    torch.testing.assert_close(out["bf16"], out["fp32"], atol=0.05, rtol=0.05)
+
+
 def test_pipeline_preset_runs_discover_score_select(tiny_dir):
     from rea2seg import Rea2Seg
 
