@@ -42,8 +42,11 @@ def generator_pass(gen: LisaGenerator, image: np.ndarray, question: str, config:
     """LISA's conversation for ``question`` through the generator, recording attention. Returns the (g, g) grid map
     (mean over layers and heads, then over each row group, then over the groups), the ``[SEG]`` prompt embeddings
     (n_seg, D) and the prompt as run."""
-    features = entry.get_or_compute(("lisa-image-features", id(gen.llava)),
-                                    lambda: gen.image_features(gen.pixel_values(image)))
+    def encode():
+        with gen.lock:
+            return gen.image_features(gen.pixel_values(image))
+
+    features = entry.get_or_compute(("lisa-image-features", id(gen.llava)), encode)
     prompt = gen.prompt(config.system, config.query.format(question=question), config.answer)
     if config.answer is None:
         with gen.lock:
