@@ -518,6 +518,53 @@ def test_generator_needs_a_scorer_and_cannot_be_one(lisa_dirs, tiny_paths):
         Rea2Seg.from_pretrained(str(tiny_paths[0]), str(tiny_paths[1]), scorer=str(lisa_dirs["lisa"]), device="cpu")
 
 
+def test_download_fetches_the_checkpoint_and_its_bin_only_clip_tower(lisa_dirs, tmp_path, monkeypatch):
+    """``rea2seg models download`` of a LISA repo: the .bin shards and tokenizer, then the CLIP tower its config names
+    next to it (only pytorch_model.bin there, as in openai/clip-vit-large-patch14-336); both then load from the models
+    folder by hub id. The hub is a local stand-in honouring ``allow_patterns``."""
+    import fnmatch
+
+    import huggingface_hub
+    from rea2seg.models.vlm import download_vlm
+    from safetensors.torch import load_file
+
+    repos = {"xinlai/LISA-7B-v1": _copy(lisa_dirs["lisa"], tmp_path / "hub" / "lisa"),
+             "openai/clip-vit-large-patch14-336": tmp_path / "hub" / "clip"}
+    cfg = json.loads((repos["xinlai/LISA-7B-v1"] / "config.json").read_text())
+    cfg["vision_tower"] = cfg["mm_vision_tower"] = "openai/clip-vit-large-patch14-336"
+    (repos["xinlai/LISA-7B-v1"] / "config.json").write_text(json.dumps(cfg))
+    clip = repos["openai/clip-vit-large-patch14-336"]
+    shutil.copytree(lisa_dirs["lisa"].parent / "tiny-random-clip-vit-large-patch14", clip)
+    torch.save(load_file(str(clip / "model.safetensors")), clip / "pytorch_model.bin")
+    (clip / "model.safetensors").unlink()
+    (clip / "tf_model.h5").write_bytes(b"not wanted")
+    fetched = []
+
+    def fake_snapshot_download(repo_id, local_dir=None, allow_patterns=None, local_files_only=False, **kw):
+        if local_files_only or repo_id not in repos:
+            raise FileNotFoundError(repo_id)
+        for f in repos[repo_id].iterdir():
+            if any(fnmatch.fnmatch(f.name, pat) for pat in allow_patterns):
+                Path(local_dir).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, Path(local_dir) / f.name)
+                fetched.append(f"{repo_id}/{f.name}")
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files",
+                        lambda self, repo_id, **kw: [f.name for f in repos[repo_id].iterdir()])
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("REA2SEG_MODELS_DIR", str(tmp_path / "models"))
+    path = download_vlm("xinlai/LISA-7B-v1")
+    assert path == tmp_path / "models" / "LLM" / "LISA-7B-v1"
+    assert "xinlai/LISA-7B-v1/pytorch_model-00001-of-00002.bin" in fetched
+    assert "openai/clip-vit-large-patch14-336/pytorch_model.bin" in fetched
+    assert not any(f.endswith("tf_model.h5") for f in fetched)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gen = load_lisa("xinlai/LISA-7B-v1", device="cpu")
+    assert gen.path == path and gen.grid_size == 8
+
+
 # ---- the doors ---------------------------------------------------------------------------------------------------------
 
 def _cli(*args, cwd=None):

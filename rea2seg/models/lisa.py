@@ -38,6 +38,8 @@ IMAGE_TOKEN_INDEX = -200
 SEG_TOKEN, IM_START, IM_END = "[SEG]", "<im_start>", "<im_end>"
 #: ``architectures`` of the published configs.
 LISA_ARCHITECTURES = ("LISAForCausalLM", "SESAMEForCausalLM")
+#: The CLIP towers the published checkpoints name (``rea2seg models download`` fetches them like a LISA would).
+CLIP_TOWERS = ("openai/clip-vit-large-patch14", "openai/clip-vit-large-patch14-336")
 #: Hub repositories known to be in this format (their downloads also fetch the CLIP tower they name).
 LISA_REPOS = ("xinlai/LISA-7B-v1", "xinlai/LISA-7B-v1-explanatory", "xinlai/LISA-13B-llama2-v1",
               "xinlai/LISA-13B-llama2-v1-explanatory", "tsunghanwu/SESAME", "snowball521/Sesame_Generator")
@@ -116,10 +118,14 @@ def is_lisa_dir(path: str | Path) -> bool:
     return (p / "config.json").is_file() and is_lisa_config(_read_json(p / "config.json"))
 
 
+def _is_hub_id(source: str) -> bool:
+    return re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", source) is not None
+
+
 def _local_candidates(source: str) -> list[Path]:
     """Where a source may already be on disk: the path itself, the models folder, the Hugging Face cache."""
     out = [Path(source).expanduser()]
-    if re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", source):
+    if _is_hub_id(source):
         out.append(hub_local_dir(source))
         try:
             from huggingface_hub import snapshot_download
@@ -146,7 +152,7 @@ def resolve_lisa_dir(source: str, download: bool = False) -> Path:
             check_lisa_dir(p)
             return p
     p = Path(source).expanduser()
-    if not re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", source):
+    if not _is_hub_id(source):
         raise ModelNotFoundError(f"LISA checkpoint directory not found: {p}; check the path, or pass a Hugging Face "
                                  f"id such as xinlai/LISA-7B-v1")
     if download and not offline():
@@ -191,23 +197,27 @@ def check_lisa_dir(path: Path) -> None:
 
 def download_lisa(repo_id: str, dest: Path | None = None) -> Path:
     """Fetch a LISA-format checkpoint into ``<models_home>/LLM/<name>`` (or ``dest``) and the CLIP tower its config
-    names next to it; check both."""
-    from huggingface_hub import snapshot_download
-
-    if offline():
-        raise ModelNotFoundError(f"{repo_id} not found and HF_HUB_OFFLINE is set; unset it and run `rea2seg models "
-                                 f"download {repo_id}`")
-    dest = dest or hub_local_dir(repo_id)
-    try:
-        snapshot_download(repo_id, local_dir=str(dest),
-                          allow_patterns=["*.json", "*.bin", "*.safetensors", "*.model", "*.txt"])
-    except Exception as e:
-        raise ModelError(f"download of {repo_id} failed ({e.__class__.__name__}: {str(e)[:200]}); check the network "
-                         f"and the id, then run `rea2seg models download {repo_id}` again") from None
+    names next to it; check both. (LISA's shards are ``.bin`` pickles: they are read with ``weights_only=True``.)"""
+    dest = download_hub_dir(repo_id, dest, ("*.json", "*.bin", "*.safetensors", "*.model", "*.txt"))
     check_lisa_dir(dest)
     tower = vision_tower_name(_read_json(dest / "config.json"))
-    if re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", tower) and _find_clip_dir(tower, dest) is None:
-        download_hub_dir(tower, dest.parent / tower.split("/")[-1])
+    if _is_hub_id(tower) and _find_clip_dir(tower, dest) is None:
+        download_clip(tower, dest.parent / tower.split("/")[-1])
+    return dest
+
+
+def download_clip(tower: str, dest: Path | None = None) -> Path:
+    """Fetch a CLIP tower repo (config, processor and tokenizer files, and its weights: safetensors when the repo has
+    them, else ``pytorch_model.bin``, as for ``openai/clip-vit-large-patch14-336``)."""
+    files = ("*.json", "*.txt", "*.safetensors", "pytorch_model*.bin")
+    try:
+        from huggingface_hub import HfApi
+        if any(n.endswith(".safetensors") for n in HfApi().list_repo_files(tower)):
+            files = ("*.json", "*.txt", "*.safetensors")
+    except Exception:  # listing failed: fetch both kinds rather than none
+        pass
+    dest = download_hub_dir(tower, dest, files)
+    weight_files(dest)
     return dest
 
 
@@ -231,8 +241,8 @@ def resolve_clip_dir(tower: str, near: Path, download: bool = False) -> Path:
     found = _find_clip_dir(tower, near)
     if found is not None:
         return found
-    if download and not offline() and re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", tower):
-        return download_hub_dir(tower, near.parent / tower.split("/")[-1])
+    if download and not offline() and _is_hub_id(tower):
+        return download_clip(tower, near.parent / tower.split("/")[-1])
     name = tower.split("/")[-1]
     raise ModelNotFoundError(f"CLIP vision tower {tower} (named by {near / 'config.json'}) not found: expected "
                              f"{near.parent / name} or {hub_local_dir(tower)}; run `rea2seg models download {tower}` "
@@ -256,7 +266,12 @@ def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
                 from safetensors.torch import load_file
                 part = load_file(str(f))
             else:
-                part = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+                try:
+                    part = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as e:  # a pre-zip torch.save file cannot be memory-mapped
+                    if "mmap" not in str(e):
+                        raise
+                    part = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
             raise CheckpointError(f"cannot read {f} ({msg[:200]}); it may be truncated or contain pickled code: "
@@ -692,8 +707,8 @@ def image_token_grid(per_token: torch.Tensor, side: int) -> torch.Tensor:
     return per_token.reshape(side, side)
 
 
-__all__ = ["CLIP_KEY_MAP", "IMAGE_TOKEN_INDEX", "KEY_MAP", "LISA_ARCHITECTURES", "LISA_REPOS", "LegacyLlamaTokenizer",
-           "LisaGenerator", "LisaPrompt", "build_modules", "check_lisa_dir", "clip_dir_of", "download_lisa",
+__all__ = ["CLIP_KEY_MAP", "CLIP_TOWERS", "IMAGE_TOKEN_INDEX", "KEY_MAP", "LISA_ARCHITECTURES", "LISA_REPOS", "LegacyLlamaTokenizer",
+           "LisaGenerator", "LisaPrompt", "build_modules", "check_lisa_dir", "clip_dir_of", "download_clip", "download_lisa",
            "image_token_grid", "llava_config",
            "is_lisa_config", "is_lisa_dir", "is_lisa_source", "load_lisa", "map_keys", "parameters_on_meta",
            "read_weights", "resolve_clip_dir", "resolve_lisa_dir", "sam_arch_from_state", "vision_tower_name",

@@ -15,7 +15,7 @@ import torch
 from ..errors import CheckpointError, InputError, ModelError, ModelNotFoundError
 from .device import resolve_device, resolve_dtype
 from .download import download_hub_dir, hub_local_dir, offline
-from .lisa import download_lisa, is_lisa_dir, is_lisa_source
+from .lisa import CLIP_TOWERS, download_clip, download_lisa, is_lisa_dir, is_lisa_source
 
 
 @dataclass
@@ -131,9 +131,12 @@ def _check_vlm_dir(p: Path) -> None:
 
 def download_vlm(repo_id: str, dest: Path | None = None) -> Path:
     """Fetch a hub VLM once into ``<models_home>/LLM/<name>`` (or ``dest``) and check it is complete. A LISA-format
-    generator (``lisa.LISA_REPOS``) comes with the CLIP tower its config names, in the folder next to it."""
+    generator (``lisa.LISA_REPOS``) comes with the CLIP tower its config names, in the folder next to it; a CLIP tower
+    (``lisa.CLIP_TOWERS``) with its weights in whichever format the repo has."""
     if is_lisa_source(repo_id):
         return download_lisa(repo_id, dest)
+    if repo_id in CLIP_TOWERS:  # a LISA checkpoint's vision tower: maybe only pytorch_model.bin, no chat template
+        return download_clip(repo_id, dest)
     dest = download_hub_dir(repo_id, dest)
     _check_vlm_dir(dest)
     return dest

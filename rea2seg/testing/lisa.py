@@ -17,13 +17,12 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
-from .models import TEST_SAM_ARCHS
+from .models import TEST_SAM_ARCHS, build_dir_atomically
 
 #: LLaVA v1's system prompt (LISA's ``conv_llava_v1``), part of the tokenizer corpus
 _SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
@@ -209,27 +208,12 @@ def _save_shards(state: "OrderedDict[str, torch.Tensor]", out: Path, shards: int
             {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
-def _build_atomically(target: Path, build) -> None:
-    if (target / "config.json").exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def ensure_tiny_lisa(root: str | os.PathLike, variant: str = "lisa") -> Path:
     """Build (once) ``<root>/LLM/tiny-random-<variant>`` and the tiny CLIP tower it names next to it (where the loader
     looks for a hub-id tower: the checkpoint's sibling folder); return the checkpoint directory."""
     llm = Path(root) / "LLM"
     _, _, image_size, clip_name = VARIANTS[variant]
-    _build_atomically(llm / clip_name, lambda d: build_tiny_clip(d, image_size))
+    build_dir_atomically(llm / clip_name, lambda d: build_tiny_clip(d, image_size), "config.json")
     target = llm / f"tiny-random-{variant}"
-    _build_atomically(target, lambda d: build_tiny_lisa(d, variant))
+    build_dir_atomically(target, lambda d: build_tiny_lisa(d, variant), "config.json")
     return target
