@@ -12,9 +12,11 @@ import torch
 from .config import DiscoveryConfig, PipelineConfig, ScoringConfig
 from .discovery import discover_candidates
 from .errors import InputError, ResourceError
+from .generator_discovery import discover_with_generator
 from .image_cache import ImageCache
 from .images import ImageLike
 from .inputs import check_image, check_mode, check_question, check_question_tokens, check_top_k
+from .models.lisa import LisaGenerator, is_lisa_source, load_lisa
 from .models.sam import SamModel, load_sam
 from .models.vlm import VLM, forget_vlm, load_vlm
 from .presets import get_preset
@@ -58,12 +60,16 @@ def _with_scorer_settings(config: PipelineConfig, scorer: str | None) -> Pipelin
 class Rea2Seg:
     """Reasoning segmentation: image + question -> mask.
 
-    vlm: the discovery VLM (and the scorer unless ``scorer`` is given); sam: a loaded SAM; config: pipeline settings.
-    Build it with ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=..., sam=...)``.
+    vlm: the discovery model: a VLM (and the scorer unless ``scorer`` is given) or a ``LisaGenerator`` (a
+    segmentation MLLM: its own masks and its attention are the candidates; it needs a ``scorer``); sam: a loaded SAM;
+    config: pipeline settings. Build it with ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=...)``.
     """
 
-    def __init__(self, vlm: VLM, sam: SamModel, scorer: VLM | None = None, config: PipelineConfig | None = None,
-                 name: str = "custom", warning: str | None = None):
+    def __init__(self, vlm: VLM | LisaGenerator, sam: SamModel, scorer: VLM | None = None,
+                 config: PipelineConfig | None = None, name: str = "custom", warning: str | None = None):
+        if isinstance(vlm, LisaGenerator) and scorer is None:
+            raise InputError(f"{vlm.source} is a segmentation MLLM (LISA format): it finds candidates but cannot score "
+                             f"them; pass a scorer VLM too (e.g. --scorer Qwen/Qwen2.5-VL-7B-Instruct)")
         self.vlm = vlm
         self.sam = sam
         self.scorer = scorer or vlm
@@ -80,24 +86,36 @@ class Rea2Seg:
         output)."""
         preset = get_preset(name)
         if preset.random_weights:
-            from .testing import MEANINGLESS, ensure_tiny_models, tiny_models_dir
+            from .testing import MEANINGLESS, tiny_models_dir, tiny_preset_models
 
-            vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())
-            return cls.from_pretrained(str(vlm_dir), str(sam_path), scorer=scorer, device=device, dtype=dtype,
-                                       config=config or preset.config, name=name, warning=MEANINGLESS)
+            vlm, sam, tiny_scorer = tiny_preset_models(preset.vlm, preset.sam, preset.scorer, tiny_models_dir())
+            return cls.from_pretrained(str(vlm), str(sam) if sam else None,
+                                       scorer=scorer or (str(tiny_scorer) if tiny_scorer else None), device=device,
+                                       dtype=dtype, config=config or preset.config, name=name, warning=MEANINGLESS)
         return cls.from_pretrained(preset.vlm, preset.sam, scorer=scorer or preset.scorer, device=device,
                                    dtype=dtype, config=config or preset.config, download=download, name=name)
 
     @classmethod
-    def from_pretrained(cls, vlm: str, sam: str, *, sam_kind: str | None = None, scorer: str | None = None,
-                        device=None, dtype=None, config: PipelineConfig | None = None, download: bool = False,
-                        trust_remote_code: bool = False, name: str = "custom", warning: str | None = None
-                        ) -> "Rea2Seg":
-        """vlm: hub id or local directory; sam: checkpoint path or kind (vit_h / vit_l / vit_b); scorer: another VLM
-        for stage 2 (the same object is reused when it names the same model). A scorer trained by ``rea2seg
-        train-scorer`` brings the scoring settings it was trained with (mode, views)."""
+    def from_pretrained(cls, vlm: str, sam: str | None = None, *, sam_kind: str | None = None,
+                        scorer: str | None = None, device=None, dtype=None, config: PipelineConfig | None = None,
+                        download: bool = False, trust_remote_code: bool = False, name: str = "custom",
+                        warning: str | None = None) -> "Rea2Seg":
+        """vlm: hub id or local directory of a VLM, or of a LISA-format segmentation MLLM (LISA, SESAME: then
+        ``scorer`` is required); sam: checkpoint path or kind (vit_h / vit_l / vit_b); None / "": the generator's own
+        SAM, or the default preset's for a VLM; scorer: another VLM for stage 2 (the same object is reused when it
+        names the same model). A scorer trained by ``rea2seg train-scorer`` brings the scoring settings it was
+        trained with (mode, views)."""
         config = _with_scorer_settings(config or PipelineConfig(), scorer)
         max_pixels = config.discovery.vlm_max_pixels
+        if is_lisa_source(vlm):
+            if not scorer:
+                raise InputError(f"{vlm} is a segmentation MLLM (LISA format): it finds candidates but cannot score "
+                                 f"them; pass a scorer VLM too (e.g. --scorer Qwen/Qwen2.5-VL-7B-Instruct)")
+            gen = load_lisa(vlm, device, dtype, download)
+            s = load_sam(sam, sam_kind, gen.device, download) if sam else gen.sam
+            sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels)
+            return cls(gen, s, sc, config, name, warning)
+        sam = sam or get_preset("default").sam
         v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels)
         s = load_sam(sam, sam_kind, v.device, download)
         sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels) if scorer else None
@@ -114,8 +132,7 @@ class Rea2Seg:
         (unscored, numbered from 1), the heat map and the peaks."""
         arr = check_image(image)
         q = self._question(question)
-        found = discover_candidates(self.vlm, self.sam, arr, q, config or self.config.discovery, self.cache, progress,
-                                    cancel)
+        found = self._discover(arr, q, config or self.config.discovery, progress, cancel)
         found.warning = self.warning
         return found
 
@@ -154,7 +171,7 @@ class Rea2Seg:
             torch.manual_seed(self.config.seed)
         arr = check_image(image)
         q = self._question(question)
-        found = discover_candidates(self.vlm, self.sam, arr, q, self.config.discovery, self.cache, progress, cancel)
+        found = self._discover(arr, q, self.config.discovery, progress, cancel)
         t = time.perf_counter()
         found.candidates = score_candidates(self.scorer, arr, q, found.candidates, cfg, progress, cancel)
         found.timings_ms["scoring"] = (time.perf_counter() - t) * 1000
@@ -164,6 +181,13 @@ class Rea2Seg:
         result.timings_ms["selection"] = (time.perf_counter() - t) * 1000
         result.timings_ms["total"] = (time.perf_counter() - t0) * 1000
         return result
+
+    def _discover(self, image: np.ndarray, question: str, config: DiscoveryConfig, progress, cancel
+                  ) -> SegmentationResult:
+        if isinstance(self.vlm, LisaGenerator):
+            return discover_with_generator(self.vlm, self.sam, image, question, config, self.config.generator,
+                                           self.cache, progress, cancel)
+        return discover_candidates(self.vlm, self.sam, image, question, config, self.cache, progress, cancel)
 
     def _scoring_config(self, mode: str | None, config: ScoringConfig | None) -> ScoringConfig:
         cfg = config or self.config.scoring

@@ -9,8 +9,10 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class Preset:
-    """vlm: hub id or directory (discovery, and scoring unless ``scorer``); sam: a SAM kind (vit_h / vit_l / vit_b,
-    resolved in the models folder) or a file path; scorer: a different VLM for stage 2 (None = the same object)."""
+    """vlm: hub id or directory of the discovery model: a VLM (which also scores unless ``scorer``) or a LISA-format
+    segmentation MLLM (LISA, SESAME: the candidate generator, which needs a ``scorer``); sam: a SAM kind (vit_h /
+    vit_l / vit_b, resolved in the models folder) or a file path, "" for a generator's own SAM; scorer: a different
+    VLM for stage 2 (None = the same object). Random-weight presets name tiny models instead (``testing``)."""
 
     name: str
     vlm: str
@@ -31,8 +33,24 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "point --scorer at a converted Rea2Seg scorer checkpoint to use the paper's fine-tuned model",
            scorer="OpenGVLab/InternVL3-8B-hf",
            config=PipelineConfig(scoring=ScoringConfig(mode="comparative"))),
-    Preset("tiny-random", "", "", "tiny random-weight models built offline: smoke tests only, output meaningless",
-           random_weights=True),
+    Preset("lisa-7b", "xinlai/LISA-7B-v1", "",
+           "LISA-7B-v1 as the candidate generator (its [SEG] mask, its attention peaks through its own SAM ViT-H; "
+           "CLIP ViT-L/14 from openai/clip-vit-large-patch14), scored by Qwen2.5-VL-7B yes/no (about 35 GB of GPU "
+           "memory in bf16)",
+           scorer="Qwen/Qwen2.5-VL-7B-Instruct"),
+    Preset("sesame", "snowball521/Sesame_Generator", "",
+           "the Rea2Seg paper's SESAME generator (LLaVA-1.5-7B + SAM ViT-H; CLIP ViT-L/14-336) for discovery, scored "
+           "by Qwen2.5-VL-7B yes/no (about 35 GB of GPU memory in bf16)",
+           scorer="Qwen/Qwen2.5-VL-7B-Instruct"),
+    Preset("sesame-internvl", "snowball521/Sesame_Generator", "",
+           "the paper's LLaVA row: the SESAME generator for discovery, InternVL3-8B (-hf format) scoring in "
+           "comparative mode; point --scorer at a converted Rea2Seg scorer for the fine-tuned model",
+           scorer="OpenGVLab/InternVL3-8B-hf", config=PipelineConfig(scoring=ScoringConfig(mode="comparative"))),
+    Preset("tiny-random", "qwen2_5_vl", "sam",
+           "tiny random-weight models built offline: smoke tests only, output meaningless", random_weights=True),
+    Preset("tiny-random-lisa", "lisa", "",
+           "tiny random-weight LISA-format generator (released checkpoint layout) + tiny Qwen2.5-VL scorer, built "
+           "offline: smoke tests only, output meaningless", scorer="qwen2_5_vl", random_weights=True),
 ]}
 
 

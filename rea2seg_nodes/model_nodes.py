@@ -90,11 +90,14 @@ def _missing(what: str, folder: str, name: str, fetch: str) -> ModelNotFoundErro
 
 
 def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
+    from rea2seg.models.lisa import clip_dir_of, is_lisa_dir
     from rea2seg.models.vlm import download_vlm
 
     name = repo_id.split("/")[-1]
     found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, name)
     if found is not None:
+        if auto_download and is_lisa_dir(found):  # a LISA-format generator also needs its CLIP tower next to it
+            clip_dir_of(found, download=True)
         return found
     if not auto_download:
         raise _missing(f"VLM {repo_id}", comfy_bridge.VLM_FOLDER, name,
@@ -177,7 +180,7 @@ class LoadModels:
     def _load(preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id,
               chosen_scorer=FROM_PRESET) -> LoadedModels:
         from rea2seg import Rea2Seg, presets
-        from rea2seg.testing import MEANINGLESS, ensure_tiny_models
+        from rea2seg.testing import MEANINGLESS, tiny_preset_models
 
         dev = comfy_bridge.compute_device(device)
         warning, scorer, config, name = None, None, None, preset
@@ -190,12 +193,13 @@ class LoadModels:
             if p.random_weights:
                 import folder_paths
 
-                vlm_path, sam_path = ensure_tiny_models(folder_paths.models_dir)
+                vlm_path, sam_path, scorer_path = tiny_preset_models(p.vlm, p.sam, p.scorer, folder_paths.models_dir)
+                scorer = str(scorer_path) if scorer_path else None
                 warning = MEANINGLESS
             else:
                 vlm_path = _preset_vlm(p.vlm, auto_download, node_id)
                 scorer = str(_preset_vlm(p.scorer, auto_download, node_id)) if p.scorer else None
-                sam_path = _preset_sam(p.sam, auto_download, node_id)
+                sam_path = _preset_sam(p.sam, auto_download, node_id) if p.sam else None  # "": the generator's
         if chosen_scorer not in (None, "", FROM_PRESET):
             scorer = str(_chosen(comfy_bridge.VLM_FOLDER, chosen_scorer, "scorer folder"))
         key = (str(vlm_path), str(sam_path), scorer, str(dev), dtype, name)
@@ -207,9 +211,9 @@ class LoadModels:
             prev.release()
             prev.pipe.unload()
             del _LOADED[node_id]
-        nbytes = _size_of(vlm_path, sam_path, *([Path(scorer)] if scorer else []))
+        nbytes = _size_of(vlm_path, *([sam_path] if sam_path else []), *([Path(scorer)] if scorer else []))
         comfy_bridge.free_memory(nbytes, dev)
-        pipe = Rea2Seg.from_pretrained(str(vlm_path), str(sam_path), scorer=scorer, device=dev,
+        pipe = Rea2Seg.from_pretrained(str(vlm_path), str(sam_path) if sam_path else None, scorer=scorer, device=dev,
                                        dtype=None if dtype == "auto" else dtype, config=config, name=name,
                                        warning=warning)
         models = LoadedModels(pipe, key, dev, bool(keep_loaded), nbytes)

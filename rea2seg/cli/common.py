@@ -13,9 +13,12 @@ from ..presets import PRESETS
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("models")
     g.add_argument("--preset", default=None, help=f"named preset: {', '.join(PRESETS)} (default: default)")
-    g.add_argument("--vlm", default=None, metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory")
+    g.add_argument("--vlm", default=None, metavar="ID_OR_DIR",
+                   help="discovery model, Hugging Face id or local directory: a VLM, or a LISA-format segmentation "
+                        "MLLM (LISA, SESAME; needs --scorer)")
     g.add_argument("--sam", default=None, metavar="PATH",
-                   help="SAM checkpoint (.pth / .safetensors) or a kind (vit_h, vit_l, vit_b) from the models folder")
+                   help="SAM checkpoint (.pth / .safetensors) or a kind (vit_h, vit_l, vit_b) from the models folder "
+                        "(default: vit_h, or a LISA-format model's own SAM)")
     g.add_argument("--sam-kind", default=None, choices=SAM_KINDS,
                    help="SAM kind when neither the file name nor the weights tell")
     g.add_argument("--scorer", default=None, metavar="ID_OR_DIR", help="a different VLM for scoring (default: --vlm)")
@@ -39,7 +42,7 @@ def build_pipeline(args: argparse.Namespace, config=None):
         if preset:
             raise InputError("pass either --preset or --vlm/--sam, not both")
         base = get_preset("default")
-        return Rea2Seg.from_pretrained(vlm or base.vlm, sam or base.sam, sam_kind=getattr(args, "sam_kind", None),
+        return Rea2Seg.from_pretrained(vlm or base.vlm, sam, sam_kind=getattr(args, "sam_kind", None),
                                        scorer=getattr(args, "scorer", None), device=device, dtype=dtype,
                                        config=config, download=download,
                                        trust_remote_code=bool(getattr(args, "trust_remote_code", False)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import Rea2SegError
 from ..models.download import SAM_CHECKPOINTS, download_sam, models_home
+from ..models.lisa import is_lisa_source
 from ..presets import PRESETS, get_preset
 
 
@@ -22,26 +23,38 @@ def register_cli(subparsers) -> None:
 
 def _preset_targets(name: str) -> list[tuple[str, str]]:
     p = get_preset(name)
-    out = [("vlm", p.vlm), ("sam", p.sam)]
+    out = [("vlm", p.vlm)] + ([("sam", p.sam)] if p.sam else [])  # "": the generator's own SAM
     if p.scorer:
         out.append(("scorer", p.scorer))
     return out
 
 
 def _check_one(kind: str, source: str) -> tuple[bool, str]:
+    from ..models.lisa import clip_dir_of
     from ..models.sam import resolve_sam_path
-    from ..models.vlm import resolve_vlm_dir
 
     try:
-        path = resolve_vlm_dir(source) if kind in ("vlm", "scorer") else resolve_sam_path(source, download=False)
+        if kind == "sam":
+            return True, str(resolve_sam_path(source, download=False))
+        path = _vlm_dir(source)
+        if is_lisa_source(source):  # a LISA-format generator also needs the CLIP tower it names
+            return True, f"{path} (CLIP: {clip_dir_of(path)})"
         return True, str(path)
     except Rea2SegError as e:
         return False, str(e)
 
 
+def _vlm_dir(source: str):
+    """A VLM's or a LISA-format generator's local directory (ModelNotFoundError if absent)."""
+    from ..models.lisa import resolve_lisa_dir
+    from ..models.vlm import resolve_vlm_dir
+
+    return resolve_lisa_dir(source) if is_lisa_source(source) else resolve_vlm_dir(source)
+
+
 def cmd_models(args) -> int:
-    from ..models.vlm import download_vlm, resolve_vlm_dir
-    from ..testing import ensure_tiny_models, tiny_models_dir
+    from ..models.vlm import download_vlm
+    from ..testing import tiny_models_dir, tiny_preset_models
 
     if args.models_command == "list":
         print(f"models folder: {models_home()}  (set REA2SEG_MODELS_DIR to change it)")
@@ -59,7 +72,9 @@ def cmd_models(args) -> int:
             if name in PRESETS:
                 targets = _preset_targets(name) if not PRESETS[name].random_weights else []
                 if PRESETS[name].random_weights:
-                    print(f"tiny-random: built in {ensure_tiny_models(tiny_models_dir())[0].parent.parent}")
+                    p = PRESETS[name]
+                    vlm = tiny_preset_models(p.vlm, p.sam, p.scorer, tiny_models_dir())[0]
+                    print(f"{name}: built in {vlm.parent.parent}")
             elif name in SAM_CHECKPOINTS:
                 targets = [("sam", name)]
             else:
@@ -68,18 +83,16 @@ def cmd_models(args) -> int:
                 if kind == "sam":
                     print(f"{source}: {download_sam(source)}")
                 else:
-                    try:
-                        print(f"{source}: {resolve_vlm_dir(source)} (already there)")
-                    except Rea2SegError:
-                        print(f"{source}: {download_vlm(source)}")
+                    ok, where = _check_one(kind, source)
+                    print(f"{source}: {where} (already there)" if ok else f"{source}: {download_vlm(source)}")
         return 0
     # check
     if args.preset and get_preset(args.preset).random_weights:
         from ..pipeline import Rea2Seg
         pipe = Rea2Seg.from_preset(args.preset, device=args.device)
         st = pipe.status()
-        print(f"tiny-random: ok  vlm {st['vlm']}  sam {st['sam']}  device {st['device']}  (random weights: "
-              f"plumbing checks only)")
+        print(f"{args.preset}: ok  vlm {st['vlm']}  sam {st['sam']}  scorer {st['scorer']}  device {st['device']}  "
+              f"(random weights: plumbing checks only)")
         return 0
     targets = _preset_targets(args.preset or "default") if not args.names else \
         [("sam" if n in SAM_CHECKPOINTS or n.endswith((".pth", ".safetensors")) else "vlm", n) for n in args.names]

@@ -139,9 +139,14 @@ def hub_local_dir(repo_id: str) -> Path:
     return models_home() / "LLM" / repo_id.split("/")[-1]
 
 
-def download_hub_dir(repo_id: str, dest: Path | None = None) -> Path:
+#: The files a VLM directory needs (weights as safetensors; no pickles, no other frameworks' weights).
+HUB_FILES = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.py")
+
+
+def download_hub_dir(repo_id: str, dest: Path | None = None, files: tuple[str, ...] = HUB_FILES) -> Path:
     """Fetch a hub model once into ``<models_home>/LLM/<name>`` (huggingface_hub downloads each file to a temporary
-    name, verifies it and renames it, with a progress bar). The caller checks the directory's contents."""
+    name, verifies it and renames it, with a progress bar); ``files``: the name patterns to fetch. The caller checks
+    the directory's contents."""
     if offline():
         raise ModelNotFoundError(f"{repo_id} not found at {dest or hub_local_dir(repo_id)} and HF_HUB_OFFLINE is "
                                  f"set; unset it and run `rea2seg models download {repo_id}`")
@@ -149,8 +154,7 @@ def download_hub_dir(repo_id: str, dest: Path | None = None) -> Path:
 
     dest = dest or hub_local_dir(repo_id)
     try:
-        snapshot_download(repo_id, local_dir=str(dest),
-                          allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.py"])
+        snapshot_download(repo_id, local_dir=str(dest), allow_patterns=list(files))
     except Exception as e:
         raise ModelError(f"download of {repo_id} failed ({e.__class__.__name__}: {str(e)[:200]}); check the network "
                          f"and the id, then run `rea2seg models download {repo_id}` again") from None

@@ -15,6 +15,7 @@ import torch
 from ..errors import CheckpointError, InputError, ModelError, ModelNotFoundError
 from .device import resolve_device, resolve_dtype
 from .download import download_hub_dir, hub_local_dir, offline
+from .lisa import CLIP_TOWERS, download_clip, download_lisa, is_lisa_dir, is_lisa_source
 
 
 @dataclass
@@ -115,6 +116,9 @@ def resolve_vlm_dir(source: str, download: bool = False) -> Path:
 def _check_vlm_dir(p: Path) -> None:
     if not (p / "config.json").exists():
         raise CheckpointError(f"{p} has no config.json; it is not a Hugging Face model directory")
+    if is_lisa_dir(p):
+        raise InputError(f"{p} is a segmentation MLLM (LISA format): it can be the discovery model (--vlm, with a "
+                         f"--scorer VLM) but not a scorer; pass an image-text-to-text VLM here")
     if not any((p / f).exists() for f in _PROCESSOR_FILES):
         raise CheckpointError(f"{p} has no preprocessor_config.json: the VLM directory lacks its processor; copy the "
                               f"processor files from the original checkpoint (or re-download it)")
@@ -126,7 +130,13 @@ def _check_vlm_dir(p: Path) -> None:
 
 
 def download_vlm(repo_id: str, dest: Path | None = None) -> Path:
-    """Fetch a hub VLM once into ``<models_home>/LLM/<name>`` (or ``dest``) and check it is complete."""
+    """Fetch a hub VLM once into ``<models_home>/LLM/<name>`` (or ``dest``) and check it is complete. A LISA-format
+    generator (``lisa.LISA_REPOS``) comes with the CLIP tower its config names, in the folder next to it; a CLIP tower
+    (``lisa.CLIP_TOWERS``) with its weights in whichever format the repo has."""
+    if is_lisa_source(repo_id):
+        return download_lisa(repo_id, dest)
+    if repo_id in CLIP_TOWERS:  # a LISA checkpoint's vision tower: maybe only pytorch_model.bin, no chat template
+        return download_clip(repo_id, dest)
     dest = download_hub_dir(repo_id, dest)
     _check_vlm_dir(dest)
     return dest

@@ -5,8 +5,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .lisa import VARIANTS as LISA_VARIANTS
+from .lisa import build_tiny_clip, build_tiny_lisa, ensure_tiny_lisa
 from .models import (FAMILIES, MEANINGLESS, QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, TEST_SAM_ARCHS, build_tiny_sam,
                      build_tiny_tokenizer, build_tiny_vlm, ensure_tiny_models)
+
+
+def tiny_preset_models(vlm: str, sam: str, scorer: str | None, root: str | os.PathLike
+                       ) -> tuple[Path, Path | None, Path | None]:
+    """Build (once, under ``root``) the tiny models a random-weight preset names: a Qwen-VL family
+    ("qwen2_5_vl", ...), a LISA-format variant ("lisa", "sesame") or "sam"; "" / None for none. Returns the paths
+    (vlm, sam, scorer)."""
+    def build(name: str | None) -> Path | None:
+        if not name:
+            return None
+        if name in LISA_VARIANTS:
+            return ensure_tiny_lisa(root, name)
+        if name == "sam":
+            return ensure_tiny_models(root)[1]
+        return ensure_tiny_models(root, name)[0]
+
+    return build(vlm), build(sam), build(scorer)
 
 
 def tiny_models_dir() -> Path:
@@ -15,5 +34,6 @@ def tiny_models_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rea2seg" / "tiny-random"
 
 
-__all__ = ["FAMILIES", "MEANINGLESS", "QWEN_CHAT_TEMPLATE", "QWEN_SPECIALS", "TEST_SAM_ARCHS", "build_tiny_sam",
-           "build_tiny_tokenizer", "build_tiny_vlm", "ensure_tiny_models", "tiny_models_dir"]
+__all__ = ["FAMILIES", "LISA_VARIANTS", "MEANINGLESS", "QWEN_CHAT_TEMPLATE", "QWEN_SPECIALS", "TEST_SAM_ARCHS",
+           "build_tiny_clip", "build_tiny_lisa", "build_tiny_sam", "build_tiny_tokenizer", "build_tiny_vlm",
+           "ensure_tiny_lisa", "ensure_tiny_models", "tiny_models_dir", "tiny_preset_models"]

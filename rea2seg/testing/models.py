@@ -146,6 +146,23 @@ def build_tiny_sam(path: str | os.PathLike, kind: str = "tiny", seed: int = 0) -
     return save_sam(arch.build(), path, arch)
 
 
+def build_dir_atomically(target: Path, build, marker: str) -> None:
+    """``build(tmp)`` into a temporary folder next to ``target`` and rename it into place, unless ``target/marker``
+    exists: a crash or a concurrent builder never leaves a half-written model that looks complete."""
+    if (target / marker).exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl") -> tuple[Path, Path]:
     """Build (once) the tiny VLM dir and tiny SAM file under ``root``; return (vlm_dir, sam_path).
 
@@ -155,17 +172,7 @@ def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl") -> t
     root = Path(root)
     vlm_dir = root / "LLM" / f"tiny-random-{family}-v{BUILD}"
     sam_path = root / "sams" / f"sam_tiny_random_v{BUILD}.safetensors"
-    if not (vlm_dir / "model.safetensors").exists():
-        vlm_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=vlm_dir.parent))
-        try:
-            build_tiny_vlm(tmp, family)
-            try:
-                os.rename(tmp, vlm_dir)
-            except OSError:  # another process finished first
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    build_dir_atomically(vlm_dir, lambda d: build_tiny_vlm(d, family), "model.safetensors")
     if not sam_path.exists():
         sam_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".building-", suffix=".safetensors", dir=sam_path.parent)

@@ -179,7 +179,8 @@ def test_object_info_declares_our_nodes(comfy, object_info):
         return object_info[node_id]["input"]["required"]
 
     load = req("Rea2Seg_LoadModels")
-    assert {"custom", "default", "small", "tiny-random"} <= set(load["preset"][0])
+    assert {"custom", "default", "small", "tiny-random", "tiny-random-lisa", "lisa-7b", "sesame"} \
+        <= set(load["preset"][0])
     assert TINY_VLM in load["vlm"][0]  # a directory under models/LLM with a config.json
     assert TINY_SAM in load["sam"][0]  # a file in models/sams
     assert load["device"][0] == ["auto", "cpu"] and load["keep_loaded"][0] == "BOOLEAN"
@@ -271,6 +272,22 @@ def test_basic_template_as_shipped_with_comfyuis_example_image(comfy, object_inf
     assert_success(entry)
     for ims in saved_images(comfy, entry).values():
         assert all(im.size == (768, 768) for im in ims)
+
+
+def test_basic_template_with_the_tiny_lisa_generator_preset(comfy, object_info):
+    """The basic template with LoadModels on preset tiny-random-lisa: a LISA-format generator (built into ComfyUI's
+    models/LLM with the CLIP tower it names next to it) for discovery and a tiny Qwen2.5-VL scorer."""
+    workflow = json.loads((REPO_ROOT / "workflows" / "rea2seg_basic.json").read_text())
+    prompt = with_inputs(ui_to_api(workflow, object_info), "Rea2Seg_LoadModels", preset="tiny-random-lisa",
+                         vlm="(from preset)", sam="(from preset)", auto_download=False)
+    t = time.monotonic()
+    entry = comfy.run(prompt)
+    TIMINGS["template rea2seg_basic, preset tiny-random-lisa"] = time.monotonic() - t
+    assert_success(entry)
+    assert (comfy.base_dir / "models" / "LLM" / "tiny-random-lisa" / "pytorch_model.bin.index.json").exists()
+    assert (comfy.base_dir / "models" / "LLM" / "tiny-random-clip-vit-large-patch14" / "config.json").exists()
+    images = saved_images(comfy, entry)
+    assert images and all(im.size == (768, 768) for ims in images.values() for im in ims)
 
 
 def test_image_batch_is_processed_per_image(comfy):
