@@ -160,10 +160,11 @@ def messages(entry: dict) -> dict[str, dict]:
 
 # ---- UI (litegraph) workflow -> API prompt ---------------------------------------------------------------------------
 
-def _input_specs(info: dict) -> list[tuple[str, list]]:
+def _input_specs(info: dict, with_group: bool = False) -> list[tuple]:
     spec = info["input"]
     order = info.get("input_order") or {k: list(spec.get(k, {})) for k in ("required", "optional")}
-    return [(name, spec[group][name]) for group in ("required", "optional") for name in order.get(group, [])]
+    return [(name, spec[group][name], group) if with_group else (name, spec[group][name])
+            for group in ("required", "optional") for name in order.get(group, [])]
 
 
 def _is_widget(spec: list) -> bool:
@@ -201,20 +202,24 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             if slot.get("link") is not None:
                 link = links[slot["link"]]
                 linked[slot["name"]] = [str(link[1]), link[2]]
-        widgets = [(n, s) for n, s in _input_specs(object_info[ntype]) if _is_widget(s)]
+        widgets = [(n, s, g) for n, s, g in _input_specs(object_info[ntype], with_group=True) if _is_widget(s)]
         if isinstance(values, dict):
-            inputs.update({n: values[n] for n, _ in widgets if n in values})
+            inputs.update({n: values[n] for n, _, _ in widgets if n in values})
         else:
             i = 0
-            for name, spec in widgets:
+            for k, (name, spec, group) in enumerate(widgets):
                 if i >= len(values):
+                    # a workflow saved before the node gained optional inputs: the editor leaves them at their
+                    # defaults (they are not sent); a missing required widget is an error
+                    if all(g == "optional" for _, _, g in widgets[k:]):
+                        break
                     raise ValueError(f"node {nid} ({ntype}): {len(values)} widget values for widgets "
-                                     f"{[n for n, _ in widgets]}")
+                                     f"{[n for n, _, _ in widgets]}")
                 inputs[name] = values[i]
                 i += 1 + _extra_values(spec)
             if i != len(values):
                 raise ValueError(f"node {nid} ({ntype}): {len(values)} widget values, expected {i} for widgets "
-                                 f"{[n for n, _ in widgets]}")
+                                 f"{[n for n, _, _ in widgets]}")
         inputs.update(linked)
         prompt[nid] = {"class_type": ntype, "inputs": inputs,
                        "_meta": {"title": node.get("title") or object_info[ntype].get("display_name", ntype)}}
