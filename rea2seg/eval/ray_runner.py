@@ -1,0 +1,238 @@
+"""Runs on Ray: a Ray Data pipeline with one actor pool per stage, for ``rea2seg batch``, ``rea2seg eval`` and the
+mask-scoring export (``--ray``).
+
+    sample ids left to do ──▶ discovery actors ──▶ scorer actors ──▶ this process
+    (from_items, a few         load the sample,     score + select,     writes the files and the JSONL
+     ids per block)            VLM attention + SAM  record + PNG bytes  record (runs.commit), in arrival order
+
+Each actor builds its pipeline once (``pipeline_factory``) and keeps it. The discovery answer travels to the scorer
+as the engine's own ``SegmentationResult`` (``work.pack_found``: masks as RLE, the heat map as its token grid); the
+scorer runs exactly what ``Rea2Seg.segment`` runs after discovery, so the masks and scores equal a one-process run.
+Only this process writes to the run folder, so workers need the input data (a shared path) but no shared output
+folder, and a killed run resumes from its JSONL like any other: samples in flight are redone, none is duplicated.
+Backpressure is Ray Data's (bounded object-store budget, at most ``max_tasks_in_flight_per_actor`` queued per actor);
+rows are single samples, so memory per row is one image and its candidate masks.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from ..errors import InputError, Rea2SegError
+from .datasets import EvalDataset, SkippedSample
+from .work import Outcome, SampleWork, pack_found, unpack_found
+
+#: more blocks than this and each block holds several sample ids (Ray's per-block bookkeeping stays small)
+MAX_BLOCKS = 20_000
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """address: "auto" starts a local Ray (or joins the one ``ray start`` runs on this machine, or ``RAY_ADDRESS``);
+    anything else is a cluster address (``HOST:6379``, ``ray://HOST:10001``). discovery_actors / scorer_actors: actors
+    per pool. num_gpus_per_actor: None = 1 when the cluster has a GPU, else 0; fractions share a GPU (0.5 = two actors
+    per GPU). num_cpus_per_actor: CPUs each actor reserves (its torch threads on a CPU). init: extra ``ray.init``
+    arguments (e.g. ``num_cpus`` for a local Ray)."""
+
+    address: str = "auto"
+    discovery_actors: int = 1
+    scorer_actors: int = 1
+    num_gpus_per_actor: float | None = None
+    num_cpus_per_actor: float = 1.0
+    max_tasks_in_flight_per_actor: int = 2
+    init: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.discovery_actors < 1 or self.scorer_actors < 1:
+            raise InputError("--actors must be at least 1 per stage")
+        if self.num_gpus_per_actor is not None and self.num_gpus_per_actor < 0:
+            raise InputError("--num-gpus-per-actor must be 0 or more (fractions share a GPU)")
+        if self.num_cpus_per_actor <= 0:
+            raise InputError("--num-cpus-per-actor must be more than 0")
+
+
+def parse_actors(text: str) -> tuple[int, int]:
+    """``"2"`` -> (2, 2) discovery and scorer actors; ``"3,1"`` -> (3, 1)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise InputError(f"--actors takes N (actors per stage) or D,S (discovery, scorer), each at least 1; got "
+                         f"{text!r}")
+    return (values[0], values[-1])
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise InputError("--ray needs Ray Data: pip install 'rea2seg[ray]' (or pip install 'ray[data]')") from None
+    return ray
+
+
+def connect(options: RayOptions) -> bool:
+    """Join or start Ray (unless this process already did); True if this call started it."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "configure_logging": True,
+              **options.init}
+    if options.address not in ("auto", "", None):
+        kwargs["address"] = options.address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise InputError(f"cannot join the Ray cluster at {options.address}: {str(e).splitlines()[0][:200]}; check "
+                         f"the address (`ray status` on the head node prints it) or use --ray auto") from None
+    return True
+
+
+def _check_resources(ray, options: RayOptions, pools: Sequence[tuple[str, int]], gpus: float) -> None:
+    """A pool that cannot start waits forever; say so instead (a cluster with an autoscaler may still grow)."""
+    total = ray.cluster_resources()
+    n = sum(size for _, size in pools)
+    need_cpu, need_gpu = n * options.num_cpus_per_actor, n * gpus
+    have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if need_cpu <= have_cpu + 1e-9 and need_gpu <= have_gpu + 1e-9:
+        return
+    what = " + ".join(f"{size} {name}" for name, size in pools)
+    msg = (f"{what} actors need {need_cpu:g} CPUs and {need_gpu:g} GPUs, but the Ray cluster has {have_cpu:g} CPUs "
+           f"and {have_gpu:g} GPUs; lower --actors, --num-cpus-per-actor or --num-gpus-per-actor")
+    if options.address in ("auto", "", None):
+        raise InputError(msg)
+    print(f"warning: {msg} (waiting in case the cluster scales up)", file=sys.stderr, flush=True)
+
+
+def _rea2seg_error(exc: BaseException) -> Rea2SegError | None:
+    """The engine error behind a Ray failure, if there is one (Ray wraps what an actor raised)."""
+    seen = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, Rea2SegError):
+            return e
+        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
+
+
+# ---- the actors ---------------------------------------------------------------------------------------------------
+
+class DiscoveryActor:
+    """Holds a pipeline (the discovery VLM and SAM) and the dataset; turns a batch of sample ids into discovery
+    answers (or, for work without a scorer, into finished outcomes)."""
+
+    def __init__(self, dataset: EvalDataset, work: SampleWork, pipeline_factory: Callable[[], object]) -> None:
+        self.dataset, self.work = dataset, work
+        self.pipe = pipeline_factory()
+        if work.needs_scorer and self.pipe.scorer is not self.pipe.vlm:
+            self.pipe.scorer = self.pipe.vlm  # a separate scorer lives in the scorer actors: free it here
+            self.pipe.clear_cache()
+
+    def __call__(self, batch: dict) -> dict:
+        keys = [str(k) for k in batch["key"]]
+        out = []
+        for sample in self.dataset.iter_samples(keys):
+            out.append(pickle.dumps(self._one(sample), protocol=pickle.HIGHEST_PROTOCOL))
+        return {"key": keys, "payload": out}
+
+    def _one(self, sample):
+        if isinstance(sample, SkippedSample):
+            return self.work.skipped(sample, sample.reason)
+        try:
+            found = self.work.discover(self.pipe, sample)
+            if not self.work.needs_scorer:
+                return self.work.finish(self.pipe, sample, found)
+        except InputError as e:
+            return self.work.skipped(sample, f"pipeline refused it: {e}")
+        return {"sample": sample, "found": pack_found(found)}
+
+
+class ScorerActor:
+    """Holds a pipeline (the scorer VLM); scores the candidates of each discovery answer, selects, and returns the
+    finished outcome."""
+
+    def __init__(self, work: SampleWork, pipeline_factory: Callable[[], object]) -> None:
+        self.work = work
+        self.pipe = pipeline_factory()
+        self.pipe.sam = None  # scoring never touches SAM: free it
+        self.pipe.clear_cache()
+
+    def __call__(self, batch: dict) -> dict:
+        out = []
+        for payload in batch["payload"]:
+            item = pickle.loads(payload)
+            if not isinstance(item, Outcome):
+                sample = item["sample"]
+                try:
+                    found = unpack_found(item["found"], sample.image)
+                    item = self.work.finish(self.pipe, sample, found)
+                except InputError as e:
+                    item = self.work.skipped(sample, f"pipeline refused it: {e}")
+            out.append(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"key": list(batch["key"]), "payload": out}
+
+
+# ---- the driver ---------------------------------------------------------------------------------------------------
+
+def outcomes_on_ray(dataset: EvalDataset, keys: Sequence[str], work: SampleWork,
+                    pipeline_factory: Callable[[], object] | None, options: RayOptions) -> Iterator[Outcome]:
+    """Stream the outcomes of ``keys`` (in the order they finish) from a Ray Data pipeline; the caller commits
+    them. Closing the iterator stops the pipeline (and the local Ray this call started)."""
+    if pipeline_factory is None:
+        raise InputError("a Ray run builds its models in each actor: pass pipeline_factory (a picklable callable "
+                         "returning a Rea2Seg), not a loaded pipeline")
+    ray = _ray()
+    started = connect(options)
+    try:
+        from ray.data import ActorPoolStrategy, DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours counts committed samples
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        gpus = options.num_gpus_per_actor
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1 else 0.0
+        pools = [("discovery", options.discovery_actors)]
+        if work.needs_scorer:
+            pools.append(("scorer", options.scorer_actors))
+        _check_resources(ray, options, pools, gpus)
+        per_block = max(1, math.ceil(len(keys) / MAX_BLOCKS))
+        ds = ray.data.from_items([{"key": k} for k in keys], override_num_blocks=math.ceil(len(keys) / per_block))
+        common = {"batch_size": 1, "num_cpus": options.num_cpus_per_actor, "num_gpus": gpus, "zero_copy_batch": True}
+        ds = ds.map_batches(
+            DiscoveryActor, fn_constructor_kwargs={"dataset": dataset, "work": work,
+                                                   "pipeline_factory": pipeline_factory},
+            compute=ActorPoolStrategy(size=options.discovery_actors,
+                                      max_tasks_in_flight_per_actor=options.max_tasks_in_flight_per_actor),
+            **common)
+        if work.needs_scorer:
+            ds = ds.map_batches(
+                ScorerActor, fn_constructor_kwargs={"work": work, "pipeline_factory": pipeline_factory},
+                compute=ActorPoolStrategy(size=options.scorer_actors,
+                                          max_tasks_in_flight_per_actor=options.max_tasks_in_flight_per_actor),
+                **common)
+        try:
+            for row in ds.iter_rows():
+                yield pickle.loads(row["payload"])
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as e:
+            cause = _rea2seg_error(e)
+            if cause is not None:
+                raise cause.__class__(str(cause)) from None
+            raise RuntimeError(f"a Ray worker failed: {e.__class__.__name__}: "
+                               f"{(str(e).strip().splitlines() or [''])[-1][:300]}") from e
+    finally:
+        if started:
+            ray.shutdown()
