@@ -60,14 +60,15 @@ def lisa_mask_from_shapes(shapes: Sequence[dict], height: int, width: int) -> tu
 class Sample:
     """One evaluation sample.
 
-    image: (H, W, 3) uint8. target: (H, W) uint8, 0 background / 1 target / 255 ignore. is_sentence: LISA's
+    image: (H, W, 3) uint8. target: (H, W) uint8, 0 background / 1 target / 255 ignore (None for unlabelled input:
+    ``rea2seg batch``). is_sentence: LISA's
     long-query flag (None if the data has none). category: e.g. an SGDR category (None if the data has none).
     """
 
     id: str
     question: str
     image: np.ndarray
-    target: np.ndarray
+    target: np.ndarray | None
     is_sentence: bool | None = None
     category: str | None = None
     image_path: str | None = None
@@ -127,7 +128,7 @@ def sgdr_check(raw_values: Sequence) -> dict:
             "no_category": missing, "matches_published": not differences, "differences": differences}
 
 
-def _unique(keys: list[str]) -> list[str]:
+def unique_keys(keys: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for k in keys:
@@ -283,7 +284,7 @@ class LabelMeDataset(EvalDataset):
             for t in range(n_texts):
                 key = base if self.texts == "first" else f"{base}__t{t}"
                 index.append((key, files.get("json"), files.get("image"), t))
-        keys = _unique([k for k, *_ in index])
+        keys = unique_keys([k for k, *_ in index])
         return [(k, *rest) for k, (_, *rest) in zip(keys, index)]
 
     def keys(self) -> list[str]:
@@ -293,7 +294,8 @@ class LabelMeDataset(EvalDataset):
 
     def iter_samples(self, keys: Iterable[str] | None = None) -> Iterator[Sample | SkippedSample]:
         index = self._index if self._index is not None else self._indexed()
-        for key, json_path, image_path, t in (index if keys is None else _in_order(index, keys, self._positions())):
+        picks = index if keys is None else in_key_order(index, keys, self._positions())
+        for key, json_path, image_path, t in picks:
             try:
                 yield self._load(key, json_path, image_path, t)
             except InputError as e:
@@ -368,7 +370,7 @@ class LabelMeDataset(EvalDataset):
         return None, None
 
 
-def _in_order(index: list, keys: Iterable[str], positions: dict[str, int]) -> list:
+def in_key_order(index: list, keys: Iterable[str], positions: dict[str, int]) -> list:
     """The entries of ``index`` for ``keys`` (unknown keys ignored), in dataset order."""
     return [index[i] for i in sorted({positions[k] for k in keys if k in positions})]
 
@@ -433,7 +435,7 @@ class ParquetDataset(EvalDataset):
     kind = "parquet"
 
     def __init__(self, files: list[Path], split: str | None, name: str, columns: dict[str, str] | None = None,
-                 texts: str = "first", require_category: bool = False) -> None:
+                 texts: str = "first", require_category: bool = False, targets: bool = True) -> None:
         super().__init__(name, split)
         import pyarrow.parquet as pq  # noqa: F401  (fail early with a clear error)
 
@@ -442,11 +444,14 @@ class ParquetDataset(EvalDataset):
         self.files = files
         self.texts = texts
         self.require_category = require_category
+        self.targets = targets  # False: images and questions only (rea2seg batch); Sample.target is None
         self.columns = self._resolve_columns(columns or {})
+        if not targets:
+            self.columns = {r: c for r, c in self.columns.items() if r not in ("mask", "shapes")}
         self._keys: list[str] | None = None
         self._group = None  # (file index, row group index, its table): the last row group read
         self._starts: dict[int, list[int]] = {}  # file index -> first row of each row group
-        if "mask" in self.columns and "shapes" not in self.columns:
+        if self.targets and "mask" in self.columns and "shapes" not in self.columns:
             self.notes.append("masks read from the parquet mask column; if it was made with mask.astype(bool) "
                               "(the public HF copies of ReasonSeg), LISA's ignore regions count as target")
 
@@ -474,7 +479,7 @@ class ParquetDataset(EvalDataset):
                     out[role] = lower[c]
                     break
         missing = [r for r in ("image", "text") if r not in out]
-        if "mask" not in out and "shapes" not in out:
+        if self.targets and "mask" not in out and "shapes" not in out:
             missing.append("mask (or shapes)")
         if self.require_category and "category" not in out:
             missing.append("category")
@@ -509,7 +514,7 @@ class ParquetDataset(EvalDataset):
             base = [safe_key(v) if v else f"row{i:05d}" for i, v in enumerate(ids)]
             if self.texts == "all":
                 base = [f"{b}__t{t}" for b, c in zip(base, counts) for t in range(c)]
-            self._keys = _unique(base)
+            self._keys = unique_keys(base)
             rows = [(fi, r) for fi, f in enumerate(self.files) for r in range(self._num_rows(fi))]
             self._where = [(fi, r, t) for (fi, r), c in zip(rows, counts) for t in range(c)]
             self._pos = {k: i for i, k in enumerate(self._keys)}
@@ -601,6 +606,8 @@ class ParquetDataset(EvalDataset):
             target = mask_from_arrow(mask)
             if target.shape != (h, w):
                 raise InputError(f"mask is {target.shape[1]}x{target.shape[0]} but the image is {w}x{h}")
+        elif not self.targets:
+            target = None
         else:
             raise InputError("no mask or polygons")
         category = None
@@ -840,7 +847,7 @@ def parquet_split(path: Path) -> tuple[str | None, str]:
     return _file_split(path), f"from the file name {path.name!r}"
 
 
-def _choose_parquet(root: Path, files: list[Path], split: str | None) -> tuple[list[Path], str | None]:
+def choose_parquet_files(root: Path, files: list[Path], split: str | None) -> tuple[list[Path], str | None]:
     """The files of one split of one copy under ``root``; two copies are never merged."""
     told = {f: parquet_split(f) for f in files}
     if split:
@@ -897,7 +904,7 @@ def open_dataset(path: str | Path, split: str | None = None, *, kind: str = "aut
     if kind == "parquet" or (kind == "auto" and parquet and not any(root.glob("*.json"))):
         if not parquet:
             raise InputError(f"no .parquet files under {root}")
-        return _parquet_dataset(*_choose_parquet(root, parquet, split), columns, texts, sgdr)
+        return _parquet_dataset(*choose_parquet_files(root, parquet, split), columns, texts, sgdr)
     # LabelMe layout
     category_key = columns.pop("category", None)
     unknown = sorted(set(columns) - {"category"})

@@ -267,5 +267,6 @@ def score_predictions(dataset: EvalDataset, pred_dir: str | os.PathLike, *, limi
     header = {"dataset": {**dataset.identity(), "notes": dataset.notes}, "split": dataset.split,
               "predictions": str(pred_dir.resolve()), "method": pred_dir.name}
     summary = build_summary(records, keys, (1,), header)
+    summary.update(dataset.checks())
     summary["missing_predictions"] = missing
     return summary, [records[k] for k in keys if k in records]

@@ -127,12 +127,25 @@ def _rea2seg_error(exc: BaseException) -> Rea2SegError | None:
 
 # ---- the actors ---------------------------------------------------------------------------------------------------
 
+def _quiet_downloads() -> None:
+    """No per-file loading bars from every actor in the driver's log."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 class DiscoveryActor:
     """Holds a pipeline (the discovery VLM and SAM) and the dataset; turns a batch of sample ids into discovery
     answers (or, for work without a scorer, into finished outcomes)."""
 
     def __init__(self, dataset: EvalDataset, work: SampleWork, pipeline_factory: Callable[[], object]) -> None:
         self.dataset, self.work = dataset, work
+        _quiet_downloads()
         self.pipe = pipeline_factory()
         if work.needs_scorer and self.pipe.scorer is not self.pipe.vlm:
             self.pipe.scorer = self.pipe.vlm  # a separate scorer lives in the scorer actors: free it here
@@ -163,6 +176,7 @@ class ScorerActor:
 
     def __init__(self, work: SampleWork, pipeline_factory: Callable[[], object]) -> None:
         self.work = work
+        _quiet_downloads()
         self.pipe = pipeline_factory()
         self.pipe.sam = None  # scoring never touches SAM: free it
         self.pipe.clear_cache()
@@ -200,6 +214,7 @@ def outcomes_on_ray(dataset: EvalDataset, keys: Sequence[str], work: SampleWork,
         ctx.enable_progress_bars = False  # ours counts committed samples
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
         gpus = options.num_gpus_per_actor
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1 else 0.0

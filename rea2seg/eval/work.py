@@ -13,13 +13,10 @@ import time
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
-import torch
 
 from ..errors import InputError
-from ..heatmap import upsample
 from ..images import rle_decode, rle_encode
 from ..inputs import check_mode, check_top_k
-from ..selection import select_mask
 from ..types import Candidates, SegmentationResult
 from .datasets import Sample, SkippedSample
 
@@ -113,6 +110,10 @@ def unpack_found(data: bytes, image: np.ndarray | None) -> SegmentationResult:
 
 
 def _heat_from_grid(grid: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    import torch  # here, not at import: scoring saved masks (``eval --predictions``) needs no torch
+
+    from ..heatmap import upsample
+
     return upsample(torch.from_numpy(np.asarray(grid, np.float32)), size_hw)
 
 
@@ -126,6 +127,8 @@ def finish_segment(pipe, sample: Sample, found: SegmentationResult, *, top_k: in
     timings = {**found.timings_ms, "scoring": (time.perf_counter() - t0) * 1000}
     found = replace(found, candidates=scored, mode=check_mode(mode) or pipe.config.scoring.mode,
                     warning=pipe.warning, timings_ms=timings)
+    from ..selection import select_mask
+
     t = time.perf_counter()
     result = select_mask(found, top_k, merge)
     result.timings_ms["selection"] = (time.perf_counter() - t) * 1000
