@@ -733,6 +733,9 @@ def _refuse_list_layouts(cell: Sequence) -> None:
             raise InputError(f"mask cell holds {len(cell)} COCO polygon(s) (flat x,y lists of {sorted(lengths)} "
                              f"numbers), not a mask; convert them to a mask first, or give LabelMe shapes with "
                              f"--columns shapes=COLUMN")
+        if len(lengths) > 1:
+            raise InputError(f"mask rows have different lengths ({min(lengths)} to {max(lengths)}); a mask cell "
+                             f"must be a 2-D array, one row per image row")
 
 
 def mask_from_arrow(cell) -> np.ndarray:
