@@ -3,6 +3,7 @@ per line; and the split of a run into discovery + the rest (what travels between
 `Rea2Seg.segment` gives. The Ray runs themselves are in test_scale.py."""
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from pathlib import Path
@@ -221,3 +222,90 @@ def test_discovery_then_finish_equals_segment(pipeline, mode, merge):
     strip = lambda j: {k: v for k, v in j.items() if k != "timings_ms"}  # noqa: E731
     assert strip(got.to_json()) == strip(ref.to_json())
     assert set(got.timings_ms) >= {"attention", "sam_masks", "scoring", "selection"}
+
+
+# ---- Ray options: checked before anything starts ---------------------------------------------------------------
+
+def test_ray_options_and_their_errors(monkeypatch):
+    import argparse
+    import sys
+
+    from rea2seg.cli.common import add_ray_arguments, ray_options
+    from rea2seg.errors import ModelNotFoundError
+    from rea2seg.eval import ray_runner
+    from rea2seg.eval.ray_runner import RayOptions, parse_pair
+
+    parser = argparse.ArgumentParser()
+    add_ray_arguments(parser)
+    opts = ray_options(parser.parse_args(["--ray", "--actors", "3,1", "--num-gpus-per-actor", "0.25,1"]))
+    assert (opts.address, opts.discovery_actors, opts.scorer_actors) == ("auto", 3, 1)
+    assert (opts.discovery_gpus, opts.scorer_gpus) == (0.25, 1.0)
+    assert ray_options(parser.parse_args(["--ray", "10.0.0.1:6379"])).address == "10.0.0.1:6379"
+    assert ray_options(parser.parse_args([])) is None
+    with pytest.raises(InputError, match="--actors only applies with --ray"):
+        ray_options(parser.parse_args(["--actors", "2"]))
+    assert parse_pair("2", "--actors") == (2, 2)
+    for bad in ("0", "1,2,3", "two", ""):
+        with pytest.raises(InputError, match="--actors takes one value"):
+            parse_pair(bad, "--actors")
+    with pytest.raises(InputError, match="--num-gpus-per-actor takes"):
+        parse_pair("-1", "--num-gpus-per-actor", float)
+    with pytest.raises(InputError, match="at least 1"):
+        RayOptions(discovery_actors=0)
+
+    class FakeRay:  # a 2-CPU, no-GPU cluster
+        @staticmethod
+        def cluster_resources():
+            return {"CPU": 2.0}
+
+    pools = [("discovery", 2, 0.0), ("scorer", 1, 0.0)]
+    with pytest.raises(InputError, match="2 discovery \\+ 1 scorer actors need 3 CPUs and 0 GPUs, but the Ray "
+                                         "cluster has 2 CPUs"):
+        ray_runner._check_resources(FakeRay, RayOptions(), pools)
+    ray_runner._check_resources(FakeRay, RayOptions(num_cpus_per_actor=0.5), pools)  # fits
+    with pytest.raises(InputError, match="1 GPUs"):
+        ray_runner._check_resources(FakeRay, RayOptions(), [("discovery", 1, 1.0)])
+
+    # what an actor raised comes back as the engine's one-line error, not Ray's wrapper
+    class Wrapped(Exception):
+        pass
+    err = Wrapped("ray wrapper")
+    err.cause = ModelNotFoundError("SAM checkpoint not found: /x.pth")
+    assert isinstance(ray_runner._rea2seg_error(err), ModelNotFoundError)
+    assert ray_runner._rea2seg_error(ValueError("x")) is None
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    with pytest.raises(InputError, match=r"pip install 'rea2seg\[ray\]'"):
+        ray_runner.connect(RayOptions())
+
+
+def test_actors_without_ray_pass_the_answer_on_and_report_a_broken_factory(tmp_path, pipeline):
+    """The actor classes called directly (as Ray Data calls them): discovery -> scorer gives run_whole's outcome;
+    an engine error while building the models comes back as that error, with every row."""
+    from rea2seg.errors import ModelNotFoundError
+    from rea2seg.eval.batch import BatchWork
+    from rea2seg.eval.ray_runner import DiscoveryActor, ScorerActor
+    from rea2seg.eval.work import run_whole
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(make_image(48, 64, seed=2)).save(imgs / "a.png")
+    (imgs / "b.png").write_bytes(b"broken")
+    src = open_batch_input(imgs, "the round shape")
+    work = BatchWork(overlays=True)
+    batch = {"key": np.array(["a", "b"])}
+    own = lambda: copy.copy(pipeline)  # noqa: E731  (the scorer actor drops SAM from its own pipeline object)
+    found = DiscoveryActor(src, work, own)(batch)
+    done = ScorerActor(work, own)(found)
+    outcomes = {o.record["id"]: o for o in (pickle.loads(p) for p in done["payload"])}
+    assert list(done["key"]) == ["a", "b"] and "skipped" in outcomes["b"].record
+    ref = run_whole(work, pipeline, next(src.iter_samples(["a"])))
+    strip = lambda j: {k: v for k, v in j.items() if k != "timings_ms"}  # noqa: E731
+    assert strip(outcomes["a"].record) == strip(ref.record)
+    assert outcomes["a"].files == ref.files  # the same mask and overlay PNG bytes
+    assert pipeline.sam is not None
+
+    def broken():
+        raise ModelNotFoundError("SAM checkpoint not found: /models/sams/sam_vit_h_4b8939.pth")
+    reply = DiscoveryActor(src, work, broken)(batch)
+    assert [type(pickle.loads(p)["error"]) for p in reply["payload"]] == [ModelNotFoundError] * 2

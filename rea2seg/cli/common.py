@@ -33,8 +33,9 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
                         "`--ray HOST:6379` joins a cluster (needs pip install 'rea2seg[ray]')")
     g.add_argument("--actors", default="1", metavar="N|D,S",
                    help="actors per stage: N discovery and N scorer actors, or D,S (default 1)")
-    g.add_argument("--num-gpus-per-actor", type=float, default=None, metavar="G",
-                   help="GPUs each actor reserves (default: 1 if the cluster has GPUs, else 0; 0.5 = two per GPU)")
+    g.add_argument("--num-gpus-per-actor", default=None, metavar="G|D,S",
+                   help="GPUs each actor reserves, or D,S per pool (default: 1 if the cluster has GPUs, else 0; "
+                        "0.5 = two actors per GPU)")
     g.add_argument("--num-cpus-per-actor", type=float, default=1.0, metavar="C",
                    help="CPUs each actor reserves (default 1)")
 
@@ -48,11 +49,13 @@ def ray_options(args: argparse.Namespace):
             if value != default:
                 raise InputError(f"{flag} only applies with --ray (e.g. --ray auto)")
         return None
-    from ..eval.ray_runner import RayOptions, parse_actors
+    from ..eval.ray_runner import RayOptions, parse_pair
 
-    discovery, scorer = parse_actors(args.actors)
-    return RayOptions(address=args.ray, discovery_actors=discovery, scorer_actors=scorer,
-                      num_gpus_per_actor=args.num_gpus_per_actor, num_cpus_per_actor=args.num_cpus_per_actor)
+    discovery, scorer = parse_pair(args.actors, "--actors")
+    gpus = (None, None) if args.num_gpus_per_actor is None else \
+        parse_pair(args.num_gpus_per_actor, "--num-gpus-per-actor", float)
+    return RayOptions(address=args.ray, discovery_actors=discovery, scorer_actors=scorer, discovery_gpus=gpus[0],
+                      scorer_gpus=gpus[1], num_cpus_per_actor=args.num_cpus_per_actor)
 
 
 def model_info(args: argparse.Namespace) -> dict:

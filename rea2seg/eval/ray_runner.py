@@ -34,14 +34,15 @@ MAX_BLOCKS = 20_000
 class RayOptions:
     """address: "auto" starts a local Ray (or joins the one ``ray start`` runs on this machine, or ``RAY_ADDRESS``);
     anything else is a cluster address (``HOST:6379``, ``ray://HOST:10001``). discovery_actors / scorer_actors: actors
-    per pool. num_gpus_per_actor: None = 1 when the cluster has a GPU, else 0; fractions share a GPU (0.5 = two actors
-    per GPU). num_cpus_per_actor: CPUs each actor reserves (its torch threads on a CPU). init: extra ``ray.init``
-    arguments (e.g. ``num_cpus`` for a local Ray)."""
+    per pool. discovery_gpus / scorer_gpus: GPUs each actor of the pool reserves; None = 1 when the cluster has a
+    GPU, else 0; fractions share a GPU (0.5 = two actors per GPU). num_cpus_per_actor: CPUs each actor reserves (its
+    torch threads on a CPU). init: extra ``ray.init`` arguments (e.g. ``num_cpus`` for a local Ray)."""
 
     address: str = "auto"
     discovery_actors: int = 1
     scorer_actors: int = 1
-    num_gpus_per_actor: float | None = None
+    discovery_gpus: float | None = None
+    scorer_gpus: float | None = None
     num_cpus_per_actor: float = 1.0
     max_tasks_in_flight_per_actor: int = 2
     init: dict = field(default_factory=dict)
@@ -49,22 +50,22 @@ class RayOptions:
     def __post_init__(self) -> None:
         if self.discovery_actors < 1 or self.scorer_actors < 1:
             raise InputError("--actors must be at least 1 per stage")
-        if self.num_gpus_per_actor is not None and self.num_gpus_per_actor < 0:
+        if any(g is not None and g < 0 for g in (self.discovery_gpus, self.scorer_gpus)):
             raise InputError("--num-gpus-per-actor must be 0 or more (fractions share a GPU)")
         if self.num_cpus_per_actor <= 0:
             raise InputError("--num-cpus-per-actor must be more than 0")
 
 
-def parse_actors(text: str) -> tuple[int, int]:
-    """``"2"`` -> (2, 2) discovery and scorer actors; ``"3,1"`` -> (3, 1)."""
+def parse_pair(text: str, flag: str, kind=int) -> tuple:
+    """``"2"`` -> (2, 2) for the discovery and the scorer pool; ``"3,1"`` -> (3, 1)."""
     parts = [p.strip() for p in str(text).split(",")]
     try:
-        values = [int(p) for p in parts]
+        values = [kind(p) for p in parts]
     except ValueError:
         values = []
-    if len(values) not in (1, 2) or min(values, default=0) < 1:
-        raise InputError(f"--actors takes N (actors per stage) or D,S (discovery, scorer), each at least 1; got "
-                         f"{text!r}")
+    if len(values) not in (1, 2) or (kind is int and min(values, default=0) < 1) or min(values, default=-1) < 0:
+        what = "each at least 1" if kind is int else "each 0 or more"
+        raise InputError(f"{flag} takes one value (both pools) or two, discovery,scorer ({what}); got {text!r}")
     return (values[0], values[-1])
 
 
@@ -94,15 +95,15 @@ def connect(options: RayOptions) -> bool:
     return True
 
 
-def _check_resources(ray, options: RayOptions, pools: Sequence[tuple[str, int]], gpus: float) -> None:
+def _check_resources(ray, options: RayOptions, pools: Sequence[tuple[str, int, float]]) -> None:
     """A pool that cannot start waits forever; say so instead (a cluster with an autoscaler may still grow)."""
     total = ray.cluster_resources()
-    n = sum(size for _, size in pools)
-    need_cpu, need_gpu = n * options.num_cpus_per_actor, n * gpus
+    need_cpu = sum(size for _, size, _ in pools) * options.num_cpus_per_actor
+    need_gpu = sum(size * gpus for _, size, gpus in pools)
     have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
     if need_cpu <= have_cpu + 1e-9 and need_gpu <= have_gpu + 1e-9:
         return
-    what = " + ".join(f"{size} {name}" for name, size in pools)
+    what = " + ".join(f"{size} {name}" for name, size, _ in pools)
     msg = (f"{what} actors need {need_cpu:g} CPUs and {need_gpu:g} GPUs, but the Ray cluster has {have_cpu:g} CPUs "
            f"and {have_gpu:g} GPUs; lower --actors, --num-cpus-per-actor or --num-gpus-per-actor")
     if options.address in ("auto", "", None):
@@ -139,24 +140,40 @@ def _quiet_downloads() -> None:
         pass
 
 
-class DiscoveryActor:
+class _Actor:
+    """Builds its pipeline once. An engine error while building (a missing model, say) is kept and sent back with
+    every row, so the driver stops with that one-line message instead of Ray restarting the actor."""
+
+    def __init__(self, pipeline_factory: Callable[[], object]) -> None:
+        _quiet_downloads()
+        self.error: Rea2SegError | None = None
+        try:
+            self.pipe = pipeline_factory()
+        except Rea2SegError as e:
+            self.pipe, self.error = None, e
+
+    def _reply(self, keys: list[str], items: list) -> dict:
+        if self.error is not None:
+            items = [{"error": self.error}] * len(keys)
+        return {"key": keys, "payload": [pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL) for x in items]}
+
+
+class DiscoveryActor(_Actor):
     """Holds a pipeline (the discovery VLM and SAM) and the dataset; turns a batch of sample ids into discovery
     answers (or, for work without a scorer, into finished outcomes)."""
 
     def __init__(self, dataset: EvalDataset, work: SampleWork, pipeline_factory: Callable[[], object]) -> None:
+        super().__init__(pipeline_factory)
         self.dataset, self.work = dataset, work
-        _quiet_downloads()
-        self.pipe = pipeline_factory()
-        if work.needs_scorer and self.pipe.scorer is not self.pipe.vlm:
+        if self.pipe is not None and work.needs_scorer and self.pipe.scorer is not self.pipe.vlm:
             self.pipe.scorer = self.pipe.vlm  # a separate scorer lives in the scorer actors: free it here
             self.pipe.clear_cache()
 
     def __call__(self, batch: dict) -> dict:
         keys = [str(k) for k in batch["key"]]
-        out = []
-        for sample in self.dataset.iter_samples(keys):
-            out.append(pickle.dumps(self._one(sample), protocol=pickle.HIGHEST_PROTOCOL))
-        return {"key": keys, "payload": out}
+        if self.error is not None:
+            return self._reply(keys, [])
+        return self._reply(keys, [self._one(sample) for sample in self.dataset.iter_samples(keys)])
 
     def _one(self, sample):
         if isinstance(sample, SkippedSample):
@@ -170,30 +187,30 @@ class DiscoveryActor:
         return {"sample": sample, "found": pack_found(found)}
 
 
-class ScorerActor:
+class ScorerActor(_Actor):
     """Holds a pipeline (the scorer VLM); scores the candidates of each discovery answer, selects, and returns the
     finished outcome."""
 
     def __init__(self, work: SampleWork, pipeline_factory: Callable[[], object]) -> None:
+        super().__init__(pipeline_factory)
         self.work = work
-        _quiet_downloads()
-        self.pipe = pipeline_factory()
-        self.pipe.sam = None  # scoring never touches SAM: free it
-        self.pipe.clear_cache()
+        if self.pipe is not None:
+            self.pipe.sam = None  # scoring never touches SAM: free it
+            self.pipe.clear_cache()
 
     def __call__(self, batch: dict) -> dict:
+        keys = [str(k) for k in batch["key"]]
         out = []
         for payload in batch["payload"]:
             item = pickle.loads(payload)
-            if not isinstance(item, Outcome):
+            if isinstance(item, dict) and "sample" in item and self.error is None:
                 sample = item["sample"]
                 try:
-                    found = unpack_found(item["found"], sample.image)
-                    item = self.work.finish(self.pipe, sample, found)
+                    item = self.work.finish(self.pipe, sample, unpack_found(item["found"], sample.image))
                 except InputError as e:
                     item = self.work.skipped(sample, f"pipeline refused it: {e}")
-            out.append(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"key": list(batch["key"]), "payload": out}
+            out.append(item)  # an Outcome, or an error from upstream: passed on
+        return self._reply(keys, out)
 
 
 # ---- the driver ---------------------------------------------------------------------------------------------------
@@ -215,32 +232,31 @@ def outcomes_on_ray(dataset: EvalDataset, keys: Sequence[str], work: SampleWork,
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours
-        gpus = options.num_gpus_per_actor
-        if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1 else 0.0
-        pools = [("discovery", options.discovery_actors)]
+        default_gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1 else 0.0
+        pools = [("discovery", options.discovery_actors,
+                  default_gpus if options.discovery_gpus is None else options.discovery_gpus)]
         if work.needs_scorer:
-            pools.append(("scorer", options.scorer_actors))
-        _check_resources(ray, options, pools, gpus)
+            pools.append(("scorer", options.scorer_actors,
+                          default_gpus if options.scorer_gpus is None else options.scorer_gpus))
+        _check_resources(ray, options, pools)
         per_block = max(1, math.ceil(len(keys) / MAX_BLOCKS))
         ds = ray.data.from_items([{"key": k} for k in keys], override_num_blocks=math.ceil(len(keys) / per_block))
-        common = {"batch_size": 1, "num_cpus": options.num_cpus_per_actor, "num_gpus": gpus, "zero_copy_batch": True}
-        ds = ds.map_batches(
-            DiscoveryActor, fn_constructor_kwargs={"dataset": dataset, "work": work,
-                                                   "pipeline_factory": pipeline_factory},
-            compute=ActorPoolStrategy(size=options.discovery_actors,
-                                      max_tasks_in_flight_per_actor=options.max_tasks_in_flight_per_actor),
-            **common)
-        if work.needs_scorer:
+        actors = {"discovery": (DiscoveryActor, {"dataset": dataset, "work": work,
+                                                 "pipeline_factory": pipeline_factory}),
+                  "scorer": (ScorerActor, {"work": work, "pipeline_factory": pipeline_factory})}
+        for name, size, gpus in pools:
+            cls, kwargs = actors[name]
             ds = ds.map_batches(
-                ScorerActor, fn_constructor_kwargs={"work": work, "pipeline_factory": pipeline_factory},
-                compute=ActorPoolStrategy(size=options.scorer_actors,
-                                          max_tasks_in_flight_per_actor=options.max_tasks_in_flight_per_actor),
-                **common)
+                cls, fn_constructor_kwargs=kwargs, batch_size=1, num_cpus=options.num_cpus_per_actor,
+                num_gpus=gpus, compute=ActorPoolStrategy(
+                    size=size, max_tasks_in_flight_per_actor=options.max_tasks_in_flight_per_actor))
         try:
             for row in ds.iter_rows():
-                yield pickle.loads(row["payload"])
-        except (KeyboardInterrupt, GeneratorExit):
+                item = pickle.loads(row["payload"])
+                if isinstance(item, dict) and "error" in item:
+                    raise item["error"]
+                yield item
+        except (KeyboardInterrupt, GeneratorExit, Rea2SegError):
             raise
         except Exception as e:
             cause = _rea2seg_error(e)
