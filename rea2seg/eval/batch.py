@@ -3,8 +3,8 @@ set), resumably, in one process or on Ray. The run folder is the eval kit's (``r
 
     run.json          what was run (input, model, settings); the same command resumes, other settings are refused
     results.jsonl     one line per sample: the answer's JSON (``SegmentationResult.to_json``) with ``id``, ``image``,
-                      ``mask_path`` (and ``overlay_path``); a bad row is a line ``{"id", "skipped": reason}`` (the reason
-                      names the file or the line)
+                      ``mask_path`` (and ``overlay_path``); a bad row is a line ``{"id", "skipped": reason}``, the
+                      reason naming the file or the line
     summary.json      counts, the skipped rows with their reasons, throughput
     masks/<id>.png    the masks (0/255, the image's size); overlays/<id>.png with --overlays
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ from ..inputs import check_question
 from ..render import overlay
 from .datasets import (IMAGE_SUFFIXES, EvalDataset, ParquetDataset, Sample, SkippedSample, choose_parquet_files,
                        in_key_order, parquet_copy, parse_column_mapping, safe_key, unique_keys)
-from .runs import (RUN_FILE, ResultLog, exclusive, make_out_dir, prepare_out_dir, run_samples, select_keys,
-                   write_json)
-from .work import Outcome, SampleWork, finish_segment
+from .runs import (RUN_FILE, ResultLog, exclusive, make_out_dir, prepare_out_dir, raise_interrupted, run_samples,
+                   select_keys, write_json)
+from .work import Outcome, SegmentWork
 
 RESULTS_FILE, SUMMARY_FILE, MASKS_DIR, OVERLAYS_DIR = "results.jsonl", "summary.json", "masks", "overlays"
 TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
@@ -211,8 +210,8 @@ def open_batch_input(path: str | os.PathLike, question: str | None = None, colum
     if root.is_file():
         raise InputError(f"{root} is not a folder, .csv, .jsonl or .parquet; for one image use `rea2seg segment`")
     if not question:
-        raise InputError(f"a folder of images needs --question (the same question for every image); for one "
-                         f"question per image give a CSV/JSONL with image and question columns")
+        raise InputError("a folder of images needs --question (the same question for every image); for one "
+                         "question per image give a CSV/JSONL with image and question columns")
     if cols:
         raise InputError("--columns applies to a CSV/JSONL or parquet input, not to a folder of images")
     return ImageFolder(root, question)
@@ -221,24 +220,13 @@ def open_batch_input(path: str | os.PathLike, question: str | None = None, colum
 # ---- the work -----------------------------------------------------------------------------------------------------
 
 @dataclass
-class BatchWork(SampleWork):
+class BatchWork(SegmentWork):
     """One sample of ``rea2seg batch``: the answer's JSON, its mask PNG and (``overlays``) an overlay PNG."""
 
-    top_k: int = 3
-    mode: str | None = None
-    merge: bool = False
     overlays: bool = False
     desc = "batch"
 
-    def whole(self, pipe, sample: Sample) -> Outcome:
-        return self._outcome(sample, pipe.segment(sample.image, sample.question, top_k=self.top_k, mode=self.mode,
-                                                  merge=self.merge))
-
-    def finish(self, pipe, sample: Sample, found) -> Outcome:
-        return self._outcome(sample, finish_segment(pipe, sample, found, top_k=self.top_k, mode=self.mode,
-                                                    merge=self.merge))
-
-    def _outcome(self, sample: Sample, result) -> Outcome:
+    def outcome(self, sample: Sample, result, seconds: float) -> Outcome:
         paths = {"mask_path": f"{MASKS_DIR}/{sample.id}.png"}
         files = {paths["mask_path"]: png_bytes(result.mask)}
         if self.overlays:
@@ -278,9 +266,7 @@ def run_batch(pipe, source: EvalDataset, out_dir: str | os.PathLike, *, top_k: i
                                                          "actors": [ray.discovery_actors, ray.scorer_actors]}})
         write_json(out / SUMMARY_FILE, summary)
     if interrupted:
-        print(f"interrupted: {summary['n_done'] + summary['n_skipped']}/{len(keys)} samples done; run the same "
-              f"command again to resume", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise_interrupted(summary["n_done"] + summary["n_skipped"], len(keys))
     return summary
 
 

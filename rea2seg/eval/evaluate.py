@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,9 +22,9 @@ from ..errors import InputError
 from ..images import atomic_write_bytes, png_bytes, read_mask
 from .datasets import EvalDataset, Sample, SkippedSample
 from .metrics import CONVENTION, SampleResult, category_order, intersection_union, iou_from, summarize
-from .runs import (RUN_FILE, ProgressBar, ResultLog, exclusive, make_out_dir, prepare_out_dir, run_samples,
-                   select_keys, warn, write_json)
-from .work import Outcome, SampleWork, finish_segment
+from .runs import (RUN_FILE, ProgressBar, ResultLog, exclusive, make_out_dir, prepare_out_dir, raise_interrupted,
+                   run_samples, select_keys, warn, write_json)
+from .work import Outcome, SegmentWork
 
 RESULTS_FILE, SUMMARY_FILE, TABLE_FILE, MASKS_DIR = "results.jsonl", "summary.json", "table.md", "masks"
 OUTPUT_FILES = (RUN_FILE, RESULTS_FILE, SUMMARY_FILE, TABLE_FILE)
@@ -154,27 +152,13 @@ def _write_reports(out_dir: Path, summary: dict, method: str) -> str:
 # ---- the three modes ----------------------------------------------------------------------------------------------
 
 @dataclass
-class EvalWork(SampleWork):
+class EvalWork(SegmentWork):
     """``rea2seg eval`` on one sample: the pipeline's answer, its (I, U) and every candidate's, and its mask PNG."""
 
-    top_k: int = 3
-    mode: str | None = None
-    merge: bool = False
     save_masks: bool = True
     desc = "eval"
 
-    def whole(self, pipe, sample: Sample) -> Outcome:
-        t0 = time.perf_counter()
-        result = pipe.segment(sample.image, sample.question, top_k=self.top_k, mode=self.mode, merge=self.merge)
-        return self._outcome(sample, result, time.perf_counter() - t0)
-
-    def finish(self, pipe, sample: Sample, found) -> Outcome:
-        t0 = time.perf_counter()
-        discovery_s = sum(found.timings_ms.values()) / 1000
-        result = finish_segment(pipe, sample, found, top_k=self.top_k, mode=self.mode, merge=self.merge)
-        return self._outcome(sample, result, discovery_s + time.perf_counter() - t0)
-
-    def _outcome(self, sample: Sample, result, seconds: float) -> Outcome:
+    def outcome(self, sample: Sample, result, seconds: float) -> Outcome:
         files = {f"{MASKS_DIR}/{sample.id}.png": png_bytes(result.mask)} if self.save_masks else {}
         return Outcome(pipeline_record(sample, result, seconds), files)
 
@@ -214,9 +198,7 @@ def evaluate_pipeline(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *,
         summary.update(dataset.checks())
         _write_reports(out, summary, method)
     if interrupted:
-        print(f"interrupted: {summary['n_samples'] + summary['n_skipped']}/{len(keys)} samples done; run the same "
-              f"command again to resume", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise_interrupted(summary["n_samples"] + summary["n_skipped"], len(keys))
     return summary
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,7 +28,8 @@ from ..render import candidate_sheet
 from ..scoring import REASONING_PROMPT, YESNO_PROMPT, candidate_views, comparative_prompt
 from .datasets import EvalDataset, Sample
 from .metrics import intersection_union, iou_from
-from .runs import RUN_FILE, ResultLog, exclusive, make_out_dir, prepare_out_dir, run_samples, select_keys, write_json
+from .runs import (RUN_FILE, ResultLog, exclusive, make_out_dir, prepare_out_dir, raise_interrupted, run_samples,
+                   select_keys, write_json)
 from .work import Outcome, SampleWork
 
 SAMPLES_FILE, EXPORT_SUMMARY_FILE = "samples.jsonl", "summary.json"
@@ -131,9 +131,7 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
         summary.update(dataset.checks())
         write_json(out / EXPORT_SUMMARY_FILE, summary)
     if interrupted:
-        print(f"interrupted: {summary['n_samples'] + summary['n_skipped']}/{len(keys)} samples done; run the same "
-              f"command again to resume", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise_interrupted(summary["n_samples"] + summary["n_skipped"], len(keys))
     return summary
 
 

@@ -221,6 +221,12 @@ def run_samples(dataset: EvalDataset, keys: Sequence[str], out_dir: Path, log: R
     return False
 
 
+def raise_interrupted(done: int, total: int) -> None:
+    """After Ctrl-C: say how far the run got and how to go on, then stop (the records so far are kept)."""
+    print(f"interrupted: {done}/{total} samples done; run the same command again to resume", file=sys.stderr)
+    raise KeyboardInterrupt
+
+
 def select_keys(dataset: EvalDataset, limit: int | None) -> list[str]:
     keys = dataset.keys()
     if limit is not None:

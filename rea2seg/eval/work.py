@@ -64,6 +64,30 @@ class SampleWork:
         return ""
 
 
+@dataclass
+class SegmentWork(SampleWork):
+    """Work that segments each sample (all three stages): ``Rea2Seg.segment`` in one process, discovery then
+    ``finish_segment`` on Ray. Subclasses turn the answer into an outcome (``outcome``)."""
+
+    top_k: int = 3
+    mode: str | None = None
+    merge: bool = False
+
+    def whole(self, pipe, sample: Sample) -> Outcome:
+        t0 = time.perf_counter()
+        result = pipe.segment(sample.image, sample.question, top_k=self.top_k, mode=self.mode, merge=self.merge)
+        return self.outcome(sample, result, time.perf_counter() - t0)
+
+    def finish(self, pipe, sample: Sample, found: SegmentationResult) -> Outcome:
+        t0 = time.perf_counter()
+        discovery_s = sum(found.timings_ms.values()) / 1000
+        result = finish_segment(pipe, sample, found, top_k=self.top_k, mode=self.mode, merge=self.merge)
+        return self.outcome(sample, result, discovery_s + time.perf_counter() - t0)
+
+    def outcome(self, sample: Sample, result: SegmentationResult, seconds: float) -> Outcome:
+        raise NotImplementedError
+
+
 def run_whole(work: SampleWork, pipe, sample: Sample | SkippedSample) -> Outcome:
     """``work.whole``, with unusable samples and samples the pipeline refuses (``InputError``) recorded as skipped
     with the reason: a bad sample never stops a run."""
