@@ -309,3 +309,29 @@ def test_actors_without_ray_pass_the_answer_on_and_report_a_broken_factory(tmp_p
         raise ModelNotFoundError("SAM checkpoint not found: /models/sams/sam_vit_h_4b8939.pth")
     reply = DiscoveryActor(src, work, broken)(batch)
     assert [type(pickle.loads(p)["error"]) for p in reply["payload"]] == [ModelNotFoundError] * 2
+
+
+def test_batch_command_line(tmp_path, tiny_dir, capsys):
+    from rea2seg.cli.main import main
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(make_image(48, 64, seed=1)).save(imgs / "one.png")
+    (imgs / "two.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    argv = ["batch", str(imgs), "--question", "the round shape", "--out", str(out), "--preset", "tiny-random",
+            "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "batch: 1 segmented, 1 skipped, 0 left" in printed and "skipped two: image file is empty" in printed
+    assert "meaningless" in printed  # random weights are flagged
+    rec = records_of(out)["one"]
+    assert rec["kind"] == "segment" and rec["question"] == "the round shape" and rec["n_candidates"] >= 0
+    assert read_mask(out / rec["mask_path"]).shape == (48, 64)
+    assert main(argv + ["--json"]) == 0  # the same command again: nothing left, the summary as JSON
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_this_run"] == 0 and summary["n_done"] == 1 and summary["complete"]
+    assert main(["batch", str(imgs), "--out", str(tmp_path / "o2")]) == 2
+    assert "needs --question" in capsys.readouterr().err
+    assert main(argv[:-1] + ["--actors", "2"]) == 2
+    assert "--actors only applies with --ray" in capsys.readouterr().err
