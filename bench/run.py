@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         if "ray" in only:
             from bench.scale import row_ray
 
-            rows.append(row_ray(3 if args.quick else 10, 1 if args.quick else min(repeats, 2), quick=args.quick))
+            rows.append(row_ray(6 if args.quick else 40, 1 if args.quick else repeats, quick=args.quick))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     meta["wall_s"] = round(time.perf_counter() - t0, 1)
