@@ -140,6 +140,10 @@ def test_labelme_all_texts_cp1252_and_sgdr_categories(tmp_path):
     assert samples["g1__t0"].category == "Geometric"
     assert samples["c1__t0"].question == "caf\u00e9 sign"
     assert isinstance(samples["x1__t0"], SkippedSample) and "category" in samples["x1__t0"].reason
+    # the SGDR check counts annotation files, not texts
+    check = ds.checks()["sgdr_check"]
+    assert check["found"] == {"Discriminative": 0, "Geometric": 1, "Spatial": 2, "Multi-step": 0}
+    assert check["no_category"] == 1 and not check["matches_published"]
 
 
 def _write_parquet(path: Path, rows: list[dict], schema=None):
