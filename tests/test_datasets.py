@@ -425,3 +425,14 @@ def test_sgdr_categories_checked_against_the_published_counts(tmp_path):
     table = markdown_table(summary, "M")
     assert "SGDR check: differs from the published counts" in table and "'Counting' (1 rows)" in table
     assert "Geometric: 1 found, 396 published (-395)" in table
+
+
+def test_a_copy_whose_files_name_several_splits_keeps_them(tmp_path):
+    """The folder name decides only when the files do not tell splits apart (a folder named like a split, holding
+    train/val/test files, keeps each file's split)."""
+    rows = [{"image": _png(np.zeros((4, 4, 3), np.uint8)), "text": "q", "mask": np.ones((4, 4), bool).tolist()}]
+    for split in ("train", "val"):
+        _write_parquet(tmp_path / "my_test_copy" / "data" / f"{split}-00000-of-00001.parquet", rows)
+    assert open_dataset(tmp_path / "my_test_copy", "train").split == "train"
+    with pytest.raises(InputError, match="several splits \\(train, val\\)"):
+        open_dataset(tmp_path / "my_test_copy")

@@ -313,6 +313,8 @@ class LabelMeDataset(EvalDataset):
     def category_values(self) -> list:
         values = []
         for key, json_path, _, t in self._indexed():
+            if t:  # one value per annotation file, not per text (--texts all)
+                continue
             try:
                 anno = _read_json(json_path) if json_path is not None else {}
                 values.append(self._category(anno if isinstance(anno, dict) else {}, json_path)[1])
@@ -353,7 +355,6 @@ class LabelMeDataset(EvalDataset):
             check_sgdr_category(category, raw)
         return Sample(key, texts[t], image, target, _as_bool(anno.get("is_sentence")), category, str(image_path),
                       texts)
-
 
     def _category(self, anno: dict, json_path: Path | None) -> tuple[str | None, object]:
         """(normalised category, raw value) from the JSON key, else from a parent folder named after a category."""
@@ -835,12 +836,14 @@ def parquet_copy(path: Path) -> Path:
 
 
 def parquet_split(path: Path) -> tuple[str | None, str]:
-    """(split, how it was told) of a parquet file. The copy's own folder name decides when it names a split:
-    Seg-Zero's ReasonSeg copies (``Ricky06662/ReasonSeg_val``, ``..._test``) both name their files ``test-*``,
-    so ``ReasonSeg_val/data/test-00000-of-00001.parquet`` is val. Otherwise the file name (or its folder) does."""
+    """(split, how it was told) of a parquet file. When the files of its copy do not tell splits apart (all one split
+    name, or none) and the copy's own folder names a split, the folder decides: Seg-Zero's ReasonSeg copies
+    (``Ricky06662/ReasonSeg_val``, ``..._test``) both name their files ``test-*``, so
+    ``ReasonSeg_val/data/test-00000-of-00001.parquet`` is val. Otherwise the file name (or its folder) does."""
     copy = parquet_copy(path)
     from_copy = _name_split(copy.name)
-    if from_copy is not None:
+    siblings = {_file_split(f) for f in copy.rglob("*.parquet") if parquet_copy(f) == copy}
+    if from_copy is not None and len(siblings - {None}) <= 1:
         told = f"from the folder name {copy.name!r}"
         file_split = _file_split(path)
         if file_split and file_split != from_copy:
