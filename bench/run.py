@@ -510,7 +510,8 @@ def machine() -> str:
             f"{dev}, Python {platform.python_version()}")
 
 
-ALL_ROWS = ("scoring", "two_image", "sam", "second_question", "attention_memory", "end_to_end", "peak_rss")
+ALL_ROWS = ("scoring", "two_image", "sam", "second_question", "attention_memory", "end_to_end", "peak_rss",
+            "parquet_mask", "ray")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -584,6 +585,14 @@ def main(argv: list[str] | None = None) -> int:
             rows += rows_end_to_end(pipe, image, size, repeats, ["yesno"] if args.quick else ["yesno", "reasoning"])
         if "peak_rss" in only:
             rows.append(row_rss(vlm_dir, sam_path, image_path, size))
+        if "parquet_mask" in only:
+            from bench.scale import row_parquet_mask
+
+            rows.append(row_parquet_mask(3 if args.quick else 12, repeats))
+        if "ray" in only:
+            from bench.scale import row_ray
+
+            rows.append(row_ray(6 if args.quick else 40, 1 if args.quick else repeats, quick=args.quick))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     meta["wall_s"] = round(time.perf_counter() - t0, 1)

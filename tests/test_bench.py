@@ -38,7 +38,8 @@ def test_bench_quick_prints_the_table_and_json(tmp_path):
     doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     rows = {r["key"]: r for r in doc["rows"]}
     assert {"reasoning_batched_vs_loop", "yesno_vs_reasoning", "yesno_batched_vs_loop", "two_image_prefix_cache",
-            "sam_batched_vs_loop", "sam_decoder_cpu", "second_question", "e2e_outside_yesno", "peak_rss"} <= set(rows)
+            "sam_batched_vs_loop", "sam_decoder_cpu", "second_question", "e2e_outside_yesno", "peak_rss",
+            "parquet_mask", "ray_vs_one_process"} <= set(rows)
     assert any(k.startswith("attention_memory_") for k in rows)
     for r in rows.values():
         assert r["ratio"] is not None and r["ratio"] > 0, r
@@ -54,6 +55,9 @@ def test_bench_quick_prints_the_table_and_json(tmp_path):
     found, kept = rows["sam_batched_vs_loop"]["check"].split()[0].split("/")
     assert found == kept
     assert rows["peak_rss"]["check"].endswith("True"), "scoring must share the discovery VLM object"
+    assert rows["parquet_mask"]["check"] == "identical masks: True"
+    same, total = rows["ray_vs_one_process"]["check"].split()[-1].split("/")
+    assert same == total and int(total) > 0, "a Ray run must give the one-process records"
 
 
 @pytest.mark.slow

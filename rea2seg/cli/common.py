@@ -29,6 +29,44 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="allow the VLM's own Python code to run (only for checkpoints you trust)")
 
 
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("running on Ray (docs/SCALE.md)")
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run on Ray: `--ray auto` starts a local Ray (or joins the one `ray start` runs here); "
+                        "`--ray HOST:6379` joins a cluster (needs pip install 'rea2seg[ray]')")
+    g.add_argument("--actors", default="1", metavar="N|D,S",
+                   help="actors per stage: N discovery and N scorer actors, or D,S (default 1)")
+    g.add_argument("--num-gpus-per-actor", default=None, metavar="G|D,S",
+                   help="GPUs each actor reserves, or D,S per pool (default: 1 if the cluster has GPUs, else 0; "
+                        "0.5 = two actors per GPU)")
+    g.add_argument("--num-cpus-per-actor", type=float, default=1.0, metavar="C",
+                   help="CPUs each actor reserves (default 1)")
+
+
+def ray_options(args: argparse.Namespace):
+    """The ``RayOptions`` the Ray arguments ask for, or None without --ray."""
+    if not getattr(args, "ray", None):
+        for flag, value, default in (("--actors", args.actors, "1"), ("--num-gpus-per-actor",
+                                     args.num_gpus_per_actor, None), ("--num-cpus-per-actor",
+                                     args.num_cpus_per_actor, 1.0)):
+            if value != default:
+                raise InputError(f"{flag} only applies with --ray (e.g. --ray auto)")
+        return None
+    from ..eval.ray_runner import RayOptions, parse_pair
+
+    discovery, scorer = parse_pair(args.actors, "--actors")
+    gpus = (None, None) if args.num_gpus_per_actor is None else \
+        parse_pair(args.num_gpus_per_actor, "--num-gpus-per-actor", float)
+    return RayOptions(address=args.ray, discovery_actors=discovery, scorer_actors=scorer, discovery_gpus=gpus[0],
+                      scorer_gpus=gpus[1], num_cpus_per_actor=args.num_cpus_per_actor)
+
+
+def model_info(args: argparse.Namespace) -> dict:
+    """The model choice recorded in a run's run.json (a resumed run must use the same)."""
+    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "sam_kind", "scorer", "dtype")}
+    return {k: v for k, v in info.items() if v is not None}
+
+
 def build_pipeline(args: argparse.Namespace, config=None):
     """The ``Rea2Seg`` the model arguments ask for: --vlm/--sam (explicit) or --preset (default 'default')."""
     from ..pipeline import Rea2Seg

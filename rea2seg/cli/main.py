@@ -1,4 +1,5 @@
-"""The ``rea2seg`` command line: ``segment`` (here), ``eval`` (``cli/eval.py``), ``models`` (``cli/models.py``)."""
+"""The ``rea2seg`` command line: ``segment`` (here), ``batch`` (``cli/batch.py``), ``eval`` (``cli/eval.py``),
+``models`` (``cli/models.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +61,7 @@ def cmd_segment(args) -> int:
 # ---- main ------------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .batch import register_cli as register_batch
     from .common import add_model_arguments
     from .eval import register_cli as register_eval
     from .models import register_cli as register_models
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rea2seg", description="Reasoning segmentation: image + question -> mask.")
     parser.add_argument("--version", action="version", version=f"rea2seg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,eval,train-scorer,models}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,batch,eval,train-scorer,models}")
 
     seg = sub.add_parser("segment", help="segment the region of IMAGE that answers QUESTION",
                          description="Segment the region of IMAGE that answers QUESTION; writes the mask PNG "
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     seg.set_defaults(func=cmd_segment)
 
+    register_batch(sub)
     register_eval(sub)
     register_train(sub)
     register_models(sub)
