@@ -3,7 +3,7 @@ another's peak. Prints one JSON line. Run with a fixed ``MALLOC_MMAP_THRESHOLD_`
 every large tensor is its own mapping and the resident set follows the live tensors.
 
     python -m bench.probe attention --vlm DIR --image PATH --question Q --how eager|rows|plain [--max-pixels N]
-    python -m bench.probe segment --vlm DIR --sam PATH --image PATH --question Q [--mode yesno]
+    python -m bench.probe segment --vlm DIR --sam PATH --image PATH --question Q [--mode yesno] [--max-pixels N]
 """
 from __future__ import annotations
 
@@ -26,10 +26,7 @@ def _attention(args) -> dict:
     from rea2seg.models.vlm import load_vlm
     from rea2seg.models.prompting import chat_inputs, to_device
 
-    vlm = load_vlm(args.vlm, "cpu", max_pixels=args.max_pixels)
-    if args.max_pixels:  # this probe's view size (the checkpoint's own setting is a cap load_vlm keeps)
-        vlm.processor.image_processor.max_pixels = args.max_pixels
-        vlm.processor.image_processor.size["longest_edge"] = args.max_pixels
+    vlm = load_vlm(args.vlm, "cpu", max_pixels=args.max_pixels)  # this probe's view size
     if args.how == "eager":  # the textbook way: eager attention, every layer's full (H, S, S) probabilities kept
         vlm.model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
     inputs = chat_inputs(vlm, [[Image.open(args.image).convert("RGB"), args.question]])
@@ -76,10 +73,12 @@ def _segment(args) -> dict:
     from PIL import Image
 
     from rea2seg import PipelineConfig, Rea2Seg
-    from rea2seg.config import ScoringConfig
+    from rea2seg.config import DiscoveryConfig, ScoringConfig
 
     rss_imports = current_rss()
-    cfg = PipelineConfig(scoring=ScoringConfig(mode=args.mode, max_new_tokens=args.max_new_tokens))
+    budget = args.max_pixels or DiscoveryConfig().vlm_max_pixels
+    cfg = PipelineConfig(discovery=DiscoveryConfig(vlm_max_pixels=budget),
+                         scoring=ScoringConfig(mode=args.mode, max_new_tokens=args.max_new_tokens))
     pipe = Rea2Seg.from_pretrained(args.vlm, args.sam, device="cpu", config=cfg)
     weights = tensor_bytes(pipe.vlm.model) + tensor_bytes(pipe.sam.sam) + \
         (0 if pipe.scorer is pipe.vlm else tensor_bytes(pipe.scorer.model))
@@ -133,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--question", required=True)
     s.add_argument("--mode", default="yesno")
     s.add_argument("--max-new-tokens", type=int, default=96)
+    s.add_argument("--max-pixels", type=int, default=None, help="the VLM's pixel budget (default: the pipeline's)")
     args = ap.parse_args(argv)
     out = _attention(args) if args.what == "attention" else _segment(args)
     sys.stdout.write(json.dumps(out) + "\n")

@@ -41,7 +41,7 @@ class BenchSize:
     kv_heads: int
     vision_depth: int
     vision_hidden: int
-    vlm_side: int  # the VLM sees the image at about this many pixels per side (max_pixels = side^2)
+    vlm_side: int  # the VLM sees the image at about this many pixels per side (its pixel budget: side^2)
     sam_kind: str
     image_wh: tuple[int, int]
     max_new_tokens: int
@@ -97,8 +97,7 @@ def build_models(size: BenchSize, root: Path | None = None) -> tuple[Path, Path]
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
         try:
             build_tiny_vlm(tmp, "qwen2_5_vl", hidden=size.hidden, layers=size.layers, heads=size.heads,
-                           kv_heads=size.kv_heads, vision_depth=size.vision_depth, vision_hidden=size.vision_hidden,
-                           max_pixels=size.vlm_side ** 2)
+                           kv_heads=size.kv_heads, vision_depth=size.vision_depth, vision_hidden=size.vision_hidden)
             shutil.rmtree(vlm_dir, ignore_errors=True)
             os.rename(tmp, vlm_dir)
         finally:
@@ -427,7 +426,7 @@ def row_rss(vlm_dir: Path, sam_path: Path, image_path: Path, size: BenchSize) ->
 
     log("peak RSS of segment: 1 fresh process")
     p = _probe(["segment", "--vlm", str(vlm_dir), "--sam", str(sam_path), "--image", str(image_path), "--question",
-                QUESTION, "--max-new-tokens", str(size.max_new_tokens)])
+                QUESTION, "--max-new-tokens", str(size.max_new_tokens), "--max-pixels", str(size.vlm_side ** 2)])
     w = p["weight_bytes"]
     above = p["peak_segment"] - p["rss_imports"]
     sam_peak = p["peak_sam_encoder_delta"]

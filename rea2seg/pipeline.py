@@ -15,6 +15,7 @@ from .errors import InputError, ResourceError
 from .image_cache import ImageCache
 from .images import ImageLike
 from .inputs import check_image, check_mode, check_question, check_question_tokens, check_top_k
+from .models.attention import discovery_layout
 from .models.sam import SamModel, load_sam
 from .models.vlm import VLM, forget_vlm, load_vlm
 from .presets import get_preset
@@ -47,6 +48,7 @@ class Rea2Seg:
 
     def __init__(self, vlm: VLM, sam: SamModel, scorer: VLM | None = None, config: PipelineConfig | None = None,
                  name: str = "custom", warning: str | None = None):
+        discovery_layout(vlm.config)  # a family discovery cannot read fails here, not at the first image
         self.vlm = vlm
         self.sam = sam
         self.scorer = scorer or vlm
@@ -78,7 +80,7 @@ class Rea2Seg:
         for stage 2 (the same object is reused when it names the same model)."""
         config = config or PipelineConfig()
         max_pixels = config.discovery.vlm_max_pixels
-        v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels)
+        v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels, discovery=True)
         s = load_sam(sam, sam_kind, v.device, download)
         sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels) if scorer else None
         return cls(v, s, sc, config, name, warning)
