@@ -70,15 +70,17 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
                    layers: int = 2, vision_depth: int = 2, vision_hidden: int = 32, heads: int = 4, kv_heads: int = 2,
                    tokenizer=None, head_dim: int | None = None, intermediate: int | None = None,
                    vision_heads: int = 2, vision_intermediate: int | None = None,
-                   fullatt_block_indexes: list[int] | None = None, tie_word_embeddings: bool = False) -> Path:
+                   fullatt_block_indexes: list[int] | None = None, tie_word_embeddings: bool = False,
+                   vocab_size: int | None = None) -> Path:
     """Build a random-weight VLM of ``family`` and save it laid out like the published checkpoint: config.json,
     model.safetensors, the tokenizer files, the published preprocessor_config.json (and video_preprocessor_config.json
     where the checkpoint has one: transformers loads the same torchvision processor classes as for the real model)
     and the published chat_template.json. Returns the directory.
 
     The defaults make the ~0.2M-parameter test model with a tiny BPE tokenizer; ``tokenizer`` puts another one in
-    (the real Qwen2.5 tokenizer: the vocabulary, and so the embedding, become the real size); larger sizes (``hidden``,
-    ``layers``, ``heads``...) make bench-size models."""
+    (the real Qwen2.5 tokenizer: the vocabulary, and so the embedding, become the real size; ``vocab_size`` pads the
+    embedding as the published config does, 152,064 rows); larger sizes (``hidden``, ``layers``, ``heads``...) make
+    bench-size models."""
     import transformers as tf
 
     if family not in FAMILIES:
@@ -88,7 +90,8 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
     tok = tokenizer if tokenizer is not None else build_tiny_tokenizer()
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
     head_dim = head_dim or hidden // heads
-    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
+    text = dict(vocab_size=max(vocab_size or 0, len(tok)), hidden_size=hidden,
+                intermediate_size=intermediate or 2 * hidden,
                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                 max_position_embeddings=8192, tie_word_embeddings=tie_word_embeddings,
                 bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
