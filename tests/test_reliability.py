@@ -185,6 +185,24 @@ def test_atomic_write_never_clobbers(tmp_path):
     assert p.read_bytes() == b"theirs"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    """Outputs are created like any new file (0666 less the umask), for a new file and a replaced one."""
+    import os
+
+    from rea2seg.images import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write_bytes(tmp_path / "out.png", b"data")
+        assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+        atomic_write_bytes(path, b"new", overwrite=True)
+        assert path.read_bytes() == b"new" and (path.stat().st_mode & 0o777) == 0o666 & ~umask
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"], "no temporary file left behind"
+
+
 def test_trust_remote_code_off_by_default(tiny_paths, tmp_path):
     """A checkpoint that asks for custom code is not run unless the user says so."""
     import json
