@@ -88,6 +88,8 @@ def _model_cases(tiny_paths, tmp: Path) -> list[tuple[str, str, object, str]]:
     shutil.copytree(vlm_dir, no_weights)
     (no_weights / "model.safetensors").unlink()
     bench_named_tiny = build_tiny_sam(tmp / "sam_vit_b_mislabelled.pth")
+    from tiny_internvl import build_tiny_internvl
+    internvl = build_tiny_internvl(tmp / "internvl3-hf")
     return [
         ("missing-sam", "a missing SAM checkpoint",
          lambda: Rea2Seg.from_pretrained(str(vlm_dir), str(tmp / "sam_vit_h_4b8939.pth")), "ModelNotFoundError"),
@@ -101,6 +103,8 @@ def _model_cases(tiny_paths, tmp: Path) -> list[tuple[str, str, object, str]]:
          lambda: Rea2Seg.from_pretrained(str(no_proc), str(sam_path)), "CheckpointError"),
         ("vlm-no-weights", "a VLM directory without weights",
          lambda: Rea2Seg.from_pretrained(str(no_weights), str(sam_path)), "CheckpointError"),
+        ("discovery-family", "a discovery VLM whose image tokens are not a known grid (InternVL3-hf)",
+         lambda: Rea2Seg.from_pretrained(str(internvl), str(sam_path)), "ModelError"),
         ("unknown-preset", "an unknown preset name", lambda: Rea2Seg.from_preset("huge"), "InputError"),
     ]
 

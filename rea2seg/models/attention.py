@@ -130,7 +130,7 @@ def discovery_layout(config) -> TokenLayout:
     layout = TOKEN_LAYOUTS.get(model_type)
     if layout is None:
         known = ", ".join(f"{v.family} ({k})" for k, v in TOKEN_LAYOUTS.items())
-        raise ModelError(f"a {model_type!r} model cannot be the discovery VLM: where its image tokens sit on the "
+        raise ModelError(f"model type {model_type!r} cannot be the discovery VLM: where its image tokens sit on the "
                          f"image is not known, so its attention cannot become a heat map. Discovery works with "
                          f"{known}; use this model as the scorer instead (--scorer / scorer=...)")
     return layout
