@@ -103,6 +103,7 @@ def test_unnamed_outputs_go_beside_the_mask_with_the_usual_mode(tiny_dir, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["coffee_heatmap.png", "coffee_overlay.png", "m.png"]
     assert not any(cwd.iterdir()), "nothing lands in the current folder"
     doc = json.loads(r.stdout)
-    assert doc["overlay_path"] == str(out / "coffee_overlay.png") and doc["heatmap_path"] == str(out / "coffee_heatmap.png")
+    assert doc["overlay_path"] == str(out / "coffee_overlay.png")
+    assert doc["heatmap_path"] == str(out / "coffee_heatmap.png")
     for p in out.iterdir():
         assert (p.stat().st_mode & 0o777) == 0o664, (p.name, oct(p.stat().st_mode))

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rea2seg.models.attention import RECORDING_ATTENTION, image_token_span, record_attention, register_recording_attention
+from rea2seg.models.attention import (RECORDING_ATTENTION, image_token_span, record_attention,
+                                      register_recording_attention)
 from rea2seg.models.prompting import chat_inputs
 from rea2seg.models.vlm import VLM, load_processor
 from rea2seg.testing import QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, build_tiny_tokenizer, published
