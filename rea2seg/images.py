@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Union
@@ -154,7 +154,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
         raise OutputExistsError(f"{path} exists; pass --force (overwrite=True) to replace it, or choose another name")
     if not path.parent.exists():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -173,6 +173,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
             os.unlink(tmp)
         raise
     return path
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (opened for writing), with the mode any new file gets here (0666 less
+    the umask) rather than ``mkstemp``'s 0600: outputs stay readable by a web server or another user as usual."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise OutputExistsError(f"cannot create a temporary file beside {path}")
 
 
 def png_bytes(array: np.ndarray, max_side: int | None = None) -> bytes:

@@ -17,6 +17,7 @@ from .image_cache import ImageCache
 from .images import ImageLike
 from .inputs import check_image, check_mode, check_question, check_question_tokens, check_top_k
 from .models.lisa import LisaGenerator, is_lisa_source, load_lisa
+from .models.attention import discovery_layout
 from .models.sam import SamModel, load_sam
 from .models.vlm import VLM, forget_vlm, load_vlm
 from .presets import get_preset
@@ -67,9 +68,12 @@ class Rea2Seg:
 
     def __init__(self, vlm: VLM | LisaGenerator, sam: SamModel, scorer: VLM | None = None,
                  config: PipelineConfig | None = None, name: str = "custom", warning: str | None = None):
-        if isinstance(vlm, LisaGenerator) and scorer is None:
-            raise InputError(f"{vlm.source} is a segmentation MLLM (LISA format): it finds candidates but cannot score "
-                             f"them; pass a scorer VLM too (e.g. --scorer Qwen/Qwen2.5-VL-7B-Instruct)")
+        if isinstance(vlm, LisaGenerator):
+            if scorer is None:
+                raise InputError(f"{vlm.source} is a segmentation MLLM (LISA format): it finds candidates but cannot "
+                                 f"score them; pass a scorer VLM too (e.g. --scorer Qwen/Qwen2.5-VL-7B-Instruct)")
+        else:
+            discovery_layout(vlm.config)  # a family discovery cannot read fails here, not at the first image
         self.vlm = vlm
         self.sam = sam
         self.scorer = scorer or vlm
@@ -116,7 +120,7 @@ class Rea2Seg:
             sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels)
             return cls(gen, s, sc, config, name, warning)
         sam = sam or get_preset("default").sam
-        v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels)
+        v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels, discovery=True)
         s = load_sam(sam, sam_kind, v.device, download)
         sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels) if scorer else None
         return cls(v, s, sc, config, name, warning)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import PipelineConfig, ScoringConfig
+from .config import DiscoveryConfig, PipelineConfig, ScoringConfig
 from .errors import InputError
 
 
@@ -25,12 +25,13 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("default", "Qwen/Qwen2.5-VL-7B-Instruct", "vit_h",
-           "Qwen2.5-VL-7B-Instruct + SAM ViT-H (about 17 GB of GPU memory in bf16)"),
+           "Qwen2.5-VL-7B-Instruct (16.6 GB in bf16) + SAM ViT-H (2.6 GB in fp32): about 19 GB of weights"),
     Preset("small", "Qwen/Qwen2.5-VL-3B-Instruct", "vit_b",
-           "Qwen2.5-VL-3B-Instruct + SAM ViT-B (about 8 GB of GPU memory in bf16)"),
+           "Qwen2.5-VL-3B-Instruct (7.5 GB in bf16) + SAM ViT-B (0.4 GB in fp32): about 8 GB of weights"),
     Preset("internvl-scorer", "Qwen/Qwen2.5-VL-7B-Instruct", "vit_h",
-           "Qwen2.5-VL-7B discovery + SAM ViT-H, scored by InternVL3-8B (transformers -hf format) in comparative mode; "
-           "point --scorer at a converted Rea2Seg scorer checkpoint to use the paper's fine-tuned model",
+           "Qwen2.5-VL-7B discovery + SAM ViT-H, scored by InternVL3-8B (transformers -hf format, 15.9 GB in bf16) in "
+           "comparative mode: about 35 GB of weights; point --scorer at a converted Rea2Seg scorer checkpoint to use "
+           "the paper's fine-tuned model",
            scorer="OpenGVLab/InternVL3-8B-hf",
            config=PipelineConfig(scoring=ScoringConfig(mode="comparative"))),
     Preset("lisa-7b", "xinlai/LISA-7B-v1", "",
@@ -47,7 +48,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "comparative mode; point --scorer at a converted Rea2Seg scorer for the fine-tuned model",
            scorer="OpenGVLab/InternVL3-8B-hf", config=PipelineConfig(scoring=ScoringConfig(mode="comparative"))),
     Preset("tiny-random", "qwen2_5_vl", "sam",
-           "tiny random-weight models built offline: smoke tests only, output meaningless", random_weights=True),
+           "tiny random-weight models built offline: smoke tests only, output meaningless",
+           config=PipelineConfig(discovery=DiscoveryConfig(vlm_max_pixels=448 * 448)), random_weights=True),
     Preset("tiny-random-lisa", "lisa", "",
            "tiny random-weight LISA-format generator (released checkpoint layout) + tiny Qwen2.5-VL scorer, built "
            "offline: smoke tests only, output meaningless", scorer="qwen2_5_vl", random_weights=True),

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from .config import ScoringConfig
-from .errors import InputError
+from .errors import InputError, ModelError
 from .models.prompting import chat_inputs, to_device
 from .models.vlm import VLM
 from .parsing import parse_comparative, parse_score
@@ -83,15 +83,23 @@ def comparative_answer(numbers, scores10, reasoning: str = "") -> str:
     return f"{reasoning.strip()} {body}".strip()
 
 
-def _yes_no_ids(vlm: VLM) -> tuple[int, int]:
-    return vlm.token_id("Yes"), vlm.token_id("No")
+def _yes_no_ids(vlm: VLM) -> tuple[list[int], list[int]]:
+    """The single-token spellings of "Yes" and of "No" ("Yes", " Yes", "yes", "YES"...)."""
+    yes, no = vlm.answer_token_ids("Yes"), vlm.answer_token_ids("No")
+    if set(yes) & set(no):
+        raise ModelError(f"the tokenizer of {vlm.source} spells Yes and No with a shared token; use the reasoning or "
+                         f"comparative mode")
+    return yes, no
 
 
-def _last_logprobs(logits: torch.Tensor, yes: int, no: int) -> tuple[np.ndarray, np.ndarray]:
+def _last_logprobs(logits: torch.Tensor, yes: list[int], no: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """From the last position's logits (N, L, V): P(Yes) / (P(Yes) + P(No)) and P(Yes), each answer's probability
+    summed over its spellings' ids."""
     lp = logits[:, -1].float().log_softmax(-1)
-    p_yes = lp[:, yes].exp()
-    rel = torch.sigmoid(lp[:, yes] - lp[:, no])
-    return rel.cpu().numpy(), p_yes.cpu().numpy()
+    lp_yes = lp[:, yes].logsumexp(-1)
+    lp_no = lp[:, no].logsumexp(-1)
+    rel = torch.sigmoid(lp_yes - lp_no)
+    return rel.cpu().numpy(), lp_yes.exp().cpu().numpy()
 
 
 @torch.inference_mode()
@@ -99,7 +107,8 @@ def yesno_scores(vlm: VLM, views: list[np.ndarray], question: str, batch_size: i
                  progress: Progress | None = None, cancel: CancelCheck | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """P(Yes) / (P(Yes) + P(No)) and P(Yes) for each view (the candidate highlighted on the image), ``batch_size``
-    views per forward pass. Returns two (N,) float32 arrays."""
+    views per forward pass; each answer's probability is summed over its single-token spellings. Returns two (N,)
+    float32 arrays."""
     yes, no = _yes_no_ids(vlm)
     rel, py = np.zeros(len(views), np.float32), np.zeros(len(views), np.float32)
     for s in range(0, len(views), batch_size):

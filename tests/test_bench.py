@@ -32,14 +32,15 @@ def test_bench_quick_prints_the_table_and_json(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     table = p.stdout
     for label in ("reasoning scoring, 8 candidates", "yes/no vs reasoning", "two-image yes/no", "SAM masks",
-                  "second question", "attention maps", "time outside model forwards", "peak RSS"):
+                  "second question", "attention maps", "time outside model forwards", "peak RSS", "loading the VLM",
+                  "loading the SAM"):
         assert label in table, f"row {label!r} missing:\n{table}"
     assert "target" in table and "met" in table
     doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     rows = {r["key"]: r for r in doc["rows"]}
     assert {"reasoning_batched_vs_loop", "yesno_vs_reasoning", "yesno_batched_vs_loop", "two_image_prefix_cache",
             "sam_batched_vs_loop", "sam_decoder_cpu", "second_question", "e2e_outside_yesno", "peak_rss",
-            "parquet_mask", "ray_vs_one_process"} <= set(rows)
+            "parquet_mask", "ray_vs_one_process", "load_memory_vlm", "load_memory_sam"} <= set(rows)
     assert any(k.startswith("attention_memory_") for k in rows)
     for r in rows.values():
         assert r["ratio"] is not None and r["ratio"] > 0, r

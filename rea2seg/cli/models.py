@@ -1,8 +1,11 @@
 """``rea2seg models``: list the presets and whether their files are present, download them, check them."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from ..errors import Rea2SegError
-from ..models.download import SAM_CHECKPOINTS, download_sam, models_home
+from ..models.download import SAM_CHECKPOINTS, checkpoint_problem, download_sam, find_sam_checkpoint, models_home
 from ..models.lisa import is_lisa_source
 from ..presets import PRESETS, get_preset
 
@@ -14,7 +17,8 @@ def register_cli(subparsers) -> None:
     msub.add_parser("list", help="presets and whether their files are present")
     dl = msub.add_parser("download", help="download presets, SAM kinds (vit_h/vit_l/vit_b) or hub ids")
     dl.add_argument("names", nargs="+", help="preset name, SAM kind or Hugging Face id")
-    ck = msub.add_parser("check", help="check that a preset's (or the named) models are present and loadable")
+    ck = msub.add_parser("check", help="check that a preset's (or the named) models are present, and that SAM "
+                                       "checkpoints are the published files (full SHA-256)")
     ck.add_argument("names", nargs="*", help="SAM kinds / files or VLM ids / dirs (default: the preset's)")
     ck.add_argument("--preset", default=None, help="preset to check (default: default)")
     ck.add_argument("--device", default="cpu", help="device for the tiny-random load check")
@@ -96,9 +100,26 @@ def cmd_models(args) -> int:
         return 0
     targets = _preset_targets(args.preset or "default") if not args.names else \
         [("sam" if n in SAM_CHECKPOINTS or n.endswith((".pth", ".safetensors")) else "vlm", n) for n in args.names]
-    missing = 0
+    problems = 0
     for kind, source in targets:
         ok, where = _check_one(kind, source)
-        print(f"{kind:6} {source}: {'ok ' + where if ok else 'MISSING: ' + where}")
-        missing += not ok
-    return 0 if not missing else 3
+        line = f"ok {where}" if ok else f"MISSING: {where}"
+        if ok and kind == "sam":
+            ok, line = _verify_sam(Path(where))
+        print(f"{kind:6} {source}: {line}")
+        problems += not ok
+    return 0 if not problems else 3
+
+
+def _verify_sam(path: Path) -> tuple[bool, str]:
+    """A SAM file under a published name must be that file (size and full SHA-256). A mismatch is reported, and
+    the file is left alone: it may be the user's own."""
+    ck = find_sam_checkpoint(path.name)
+    if ck is None:
+        return True, f"ok {path} (not a published file name: nothing to verify it against)"
+    print(f"verifying {path} (sha256 of {ck.size / 1e9:.1f} GB)...", file=sys.stderr, flush=True)
+    problem = checkpoint_problem(path, ck)
+    if problem is None:
+        return True, f"ok {path} (sha256 verified)"
+    return False, (f"WARNING: {path} is not the published {ck.filename} ({problem}); it was left as it is. If it is "
+                   f"not your own file, delete it and run `rea2seg models download {ck.kind}`")

@@ -8,7 +8,7 @@ from .vlm import VLM
 
 def chat_inputs(vlm: VLM, conversations: list[list[Image.Image | str]]):
     """Processor inputs (left-padded batch) for one user turn per conversation; each turn is a list of PIL images and
-    strings in order. The generation prompt is appended."""
+    strings in order. The generation prompt is appended; every image is kept within the VLM's pixel budget."""
     texts, images = [], []
     for turn in conversations:
         content = []
@@ -20,7 +20,8 @@ def chat_inputs(vlm: VLM, conversations: list[list[Image.Image | str]]):
                 images.append(part)
         texts.append(vlm.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                        add_generation_prompt=True))
-    return vlm.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+    return vlm.processor(text=texts, images=images or None, padding=True, return_tensors="pt",
+                         **(vlm.image_kwargs() if images else {}))
 
 
 def to_device(vlm: VLM, inputs) -> dict:

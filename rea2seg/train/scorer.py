@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..config import ScoringConfig, ScoringMode
+from ..config import DiscoveryConfig, ScoringConfig, ScoringMode
 from ..errors import InputError, ModelError
 from ..eval.runs import ProgressBar, exclusive, make_out_dir, prepare_out_dir, write_json
 from ..models.prompting import chat_inputs, to_device
@@ -267,9 +267,11 @@ def _class_weights(train: list[ExportSample], cfg: TrainConfig) -> tuple[float, 
 def train_scorer(base: str, export_dir: str | Path, out_dir: str | Path, config: TrainConfig = TrainConfig(), *,
                  scoring: ScoringConfig = ScoringConfig(), val_dir: str | Path | None = None, device=None,
                  dtype=None, merge: bool = False, force: bool = False, progress: bool = True,
-                 download: bool = False, log=print) -> dict:
+                 download: bool = False, max_pixels: int | None = DiscoveryConfig().vlm_max_pixels,
+                 log=print) -> dict:
     """Fine-tune the VLM ``base`` (hub id, directory, or an earlier scorer) as a scorer on the export in
     ``export_dir``; writes ``out_dir`` (see the module docstring), resuming a run with the same settings there.
+    ``max_pixels``: the VLM's pixel budget per image, as the pipeline applies it at inference.
     Returns the summary: method, steps, the last epoch's validation metrics and the scorer's directory."""
     cfg = config
     scoring = replace(scoring, mode=cfg.mode)
@@ -287,7 +289,7 @@ def train_scorer(base: str, export_dir: str | Path, out_dir: str | Path, config:
     with exclusive(out):
         prepare_out_dir(out, run_info, force, (RUN_FILE, LOG_FILE), (CHECKPOINT_DIR, SCORER_DIR, MERGED_DIR))
         torch.manual_seed(cfg.seed)
-        vlm = load_vlm(base, device, dtype, download=download, shared=False)
+        vlm = load_vlm(base, device, dtype, download=download, max_pixels=max_pixels, shared=False)
         method = _prepare_model(vlm, cfg)
         params = [p for p in vlm.model.parameters() if p.requires_grad]
         lr = cfg.lr or (2e-4 if method == "lora" else 2e-5)

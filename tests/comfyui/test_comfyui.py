@@ -29,7 +29,7 @@ OURS = {"Rea2Seg_LoadModels", "Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandid
         "Rea2Seg_CandidateMasks", "Rea2Seg_ReasoningSegment"}
 ENGINE_NODES = {"Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandidates", "Rea2Seg_ReasoningSegment"}
 TINY_VLM, TINY_SAM = f"tiny-random-qwen2_5_vl-v{BUILD}", f"sam_tiny_random_v{BUILD}.safetensors"
-# The templates ship with preset "default" (downloads ~17 GB on first use); here LoadModels points at the tiny models
+# The templates ship with preset "default" (downloads ~19 GB on first use); here LoadModels points at the tiny models
 # placed in ComfyUI's model folders instead. Nothing else in a template is changed.
 TINY_MODELS = {"preset": "custom", "vlm": TINY_VLM, "sam": TINY_SAM, "auto_download": False}
 
