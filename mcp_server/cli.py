@@ -1,6 +1,6 @@
 """``rea2seg-mcp``: the MCP server's command line.
 
-    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--allowed-dir DIR ...] [--output-dir DIR]
+    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--download] [--allowed-dir DIR ...] [--output-dir DIR]
                 [--transport stdio|http] [--host 127.0.0.1] [--port N] [--token TOKEN] [--max-queue N]
 
 Arguments are parsed first (``--help`` prints to stdout as usual); then stdout is handed to the protocol alone, and
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--vlm", metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory (with --sam)")
     m.add_argument("--sam", metavar="PATH", help="SAM checkpoint file (with --vlm)")
     m.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    m.add_argument("--download", action="store_true",
+                   help="download missing models on first use into ~/.cache/rea2seg/models (REA2SEG_MODELS_DIR); "
+                        "verified, never half-written. Without it a missing model is an error naming the command")
     f = p.add_argument_group("files")
     f.add_argument("--allowed-dir", action="append", default=[], metavar="DIR",
                    help="directory images may be read from (repeatable; also REA2SEG_ALLOWED_DIRS, "
@@ -85,8 +88,8 @@ def pipeline_factory(args: argparse.Namespace):
         from rea2seg import Rea2Seg
 
         if args.vlm:
-            return Rea2Seg.from_pretrained(vlm=args.vlm, sam=args.sam, device=args.device)
-        return Rea2Seg.from_preset(args.preset or "default", device=args.device)
+            return Rea2Seg.from_pretrained(vlm=args.vlm, sam=args.sam, device=args.device, download=args.download)
+        return Rea2Seg.from_preset(args.preset or "default", device=args.device, download=args.download)
     return load
 
 

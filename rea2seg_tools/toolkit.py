@@ -46,6 +46,12 @@ def accepts_tool_images(chat_model) -> bool:
     """
     name = type(chat_model).__name__
     if name in ("ChatOpenAI", "AzureChatOpenAI"):
+        decide = getattr(chat_model, "_use_responses_api", None)  # the integration's own choice of API
+        if callable(decide):
+            try:
+                return bool(decide({"tools": [{"type": "function"}]}))
+            except Exception:  # another version of the integration: fall back to the explicit setting
+                pass
         return bool(getattr(chat_model, "use_responses_api", False))
     return True
 
