@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_image
 from mcp import Client
 from mcp_server.tools import MCP_WORDING, build_server
 from rea2seg.config import MAX_QUESTION_CHARS, MAX_TOP_K
@@ -36,7 +37,9 @@ def files(tmp_path_factory):
     small = np.full((72, 96, 3), 110, np.uint8)
     small[20:50, 10:40] = (220, 40, 40)
     Image.fromarray(small).save(allowed / "scene.png")
-    return {"allowed": allowed, "out": out, "photo": allowed / "photo.png", "scene": allowed / "scene.png"}
+    Image.fromarray(make_image()).save(allowed / "shapes.png")  # several candidates even with the tiny models
+    return {"allowed": allowed, "out": out, "photo": allowed / "photo.png", "scene": allowed / "scene.png",
+            "shapes": allowed / "shapes.png"}
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +196,12 @@ def test_score_candidates_keeps_candidate_numbers_and_reports_timings(service, f
     server = build_server(service)
 
     async def go(c):
-        d = await c.call_tool("discover_candidates", {"image_path": str(files["scene"]), "question": "red",
+        d = await c.call_tool("discover_candidates", {"image_path": str(files["shapes"]), "question": "the disk",
                                                       "preview": "none"})
         rid = d.structured_content["result_id"]
         n = d.structured_content["n_candidates"]
-        pick = [n, 1] if n > 1 else [1]
+        assert n >= 3, "the test needs several candidates"
+        pick = [n, 1]  # out of order, and not the first ones: renumbering 1..k would give other masks
         s = await c.call_tool("score_candidates", {"result_id": rid, "candidates": pick, "top_k": MAX_TOP_K,
                                                    "preview": "none"})
         masks = {}

@@ -126,12 +126,14 @@ def test_template_runs_in_the_browser(comfy, page, path):
             return w.value;
         };
         const got = [choose('Rea2Seg_LoadModels', 'preset', 'tiny-random'), choose('LoadImage', 'image', image)];
+        if (app.graph._nodes.some(n => n.type === 'Rea2Seg_ScoreCandidates'))
+            got.push(choose('Rea2Seg_ScoreCandidates', 'mode', 'yesno'));
         for (const q of app.graph._nodes.flatMap(n => n.widgets || []).filter(w => w.name === 'question' && w.value))
             q.value = q.value + ' ' + stamp;
         app.graph.setDirtyCanvas(true, true);
         return got;
     }""", [TEST_IMAGE, str(time.time_ns())])
-    assert picked == ["tiny-random", TEST_IMAGE]
+    assert picked[:2] == ["tiny-random", TEST_IMAGE] and set(picked[2:]) <= {"yesno"}
     page.evaluate("""() => { window.__ev = [];
         for (const e of ['executed', 'execution_success', 'execution_error', 'execution_interrupted'])
             app.api.addEventListener(e, ev => window.__ev.push({type: e, detail: ev.detail})); }""")
