@@ -174,8 +174,8 @@ async def segment(ctx: Context, *, image_path: ImagePath = None, question: Quest
     a result_id, and a preview (JPEG, long side <= 1024 px). Full-resolution mask: get_mask or the mask_uri resource."""
     with _user_errors():
         service = _service(ctx)
-        answer = await _run(ctx, "segment", service.segment_job(question, image_path, image_base64, top_k=top_k, mode=mode,
-                                                     merge=merge))
+        answer = await _run(ctx, "segment", service.segment_job(question, image_path, image_base64, top_k=top_k,
+                                                                mode=mode, merge=merge))
         return await anyio.to_thread.run_sync(_answer_result, service, answer, preview)
 
 

@@ -7,8 +7,6 @@ except under CI (``CI`` set), where that is a failure.
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import subprocess

@@ -17,8 +17,9 @@ from reliability_cases import INPUT_CASES
 
 # JSON text cannot carry invalid UTF-8: that case exists only for the Python API and the CLI.
 CASES = [c for c in INPUT_CASES if isinstance(c.question, str)]
-# Cases the agent doors' published argument schemas refuse before the engine sees them (minLength: 1).
-SCHEMA_NEEDLES = {"empty-question": "question: String should have at least 1 character"}
+# Cases the agent doors' published argument schemas refuse before the engine sees them (minLength 1, maxLength 2000).
+SCHEMA_NEEDLES = {"empty-question": "question: String should have at least 1 character",
+                  "long-question": "question: String should have at most 2000 characters"}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
-"""The one-click Claude Desktop bundle: ``scripts/build_mcpb.py`` stages ``mcpb/``, and ``mcpb validate`` / ``mcpb pack``
-(npm's @anthropic-ai/mcpb 2.1.2, from ``.cache/node``) must accept it; the packed file carries only the bundle; and the
-settings a host substitutes into the manifest (``getMcpConfigForManifest``, the library's own code) reach a running
-server through the bundle's entry point, an unset optional setting included.
+"""The one-click Claude Desktop bundle: ``scripts/build_mcpb.py`` stages ``mcpb/``, and ``mcpb validate`` /
+``mcpb pack`` (npm's @anthropic-ai/mcpb 2.1.2, from ``.cache/node``) must accept it; the packed file carries only the
+bundle; and the settings a host substitutes into the manifest (``getMcpConfigForManifest``, the library's own code)
+reach a running server through the bundle's entry point, an unset optional setting included.
 
 The host would run ``uv run`` in the unpacked bundle, installing torch and the rest (several GB): here the entry
 point runs on this environment's Python with the bundle's own wheel on its path instead. Without the Node tools the
