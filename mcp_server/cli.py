@@ -1,6 +1,6 @@
 """``rea2seg-mcp``: the MCP server's command line.
 
-    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--scorer DIR] [--allowed-dir DIR ...]
+    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--scorer DIR] [--download] [--allowed-dir DIR ...]
                 [--output-dir DIR]
                 [--transport stdio|http] [--host 127.0.0.1] [--port N] [--token TOKEN] [--max-queue N]
 
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     from rea2seg.serve.paths import AllowedDirs, OutputDir
     from rea2seg.serve.service import SegmentationService
 
+    from .tools import MCP_WORDING, build_server
+
     try:
         allowed = AllowedDirs.from_env(args.allowed_dir)
         output = OutputDir(args.output_dir)
@@ -109,11 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("no --allowed-dir given: image_path is refused, only image_base64 works")
     service = SegmentationService(pipeline_factory(args), allowed_dirs=allowed, output_dir=output,
                                   max_queue=args.max_queue, max_results=args.max_results,
-                                  max_base64_bytes=args.max_base64_bytes)
+                                  max_base64_bytes=args.max_base64_bytes, wording=MCP_WORDING)
     service.start_loading()
-
-    from .tools import build_server
-
     server = build_server(service, transport=args.transport)
     log.info("allowed directories: %s; output directory: %s", allowed.describe(), output.path)
     try:

@@ -203,6 +203,18 @@ def png_bytes(array: np.ndarray, max_side: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+def jpeg_bytes(image: np.ndarray, max_side: int | None = None, quality: int = 85) -> bytes:
+    """(H, W, 3) uint8 -> JPEG bytes, optionally downscaled so the long side is at most ``max_side``. For photos a
+    model looks at (5-10x smaller than PNG at the same size); masks stay PNG, whose edges JPEG would blur."""
+    img = Image.fromarray(np.asarray(image, np.uint8))
+    if max_side and max(img.size) > max_side:
+        s = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def save_mask(path: str | os.PathLike, mask: np.ndarray, overwrite: bool = False) -> Path:
     """Save an (H, W) bool mask as a mode-L PNG (0/255) of the image's size, atomically."""
     return atomic_write_bytes(path, png_bytes(np.asarray(mask, bool)), overwrite)

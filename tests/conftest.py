@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The real-ComfyUI fixtures (one server per ComfyUI version, shared by tests/comfyui/*) as a plugin: a second
+# conftest.py would collide with this one's module name.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "comfyui"))
+pytest_plugins = ["comfy_fixtures"]
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
