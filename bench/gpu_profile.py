@@ -28,21 +28,15 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from rea2seg.testing.published import QWEN2_5_VL_7B_CONFIG  # noqa: E402  (after the path set-up above)
+
 MODES = ("yesno", "reasoning", "comparative")
 QUESTION = "the cup of coffee"
 SECOND_QUESTION = "the spoon lying on the saucer"
 N_CANDIDATES = 8
 
 # Qwen/Qwen2.5-VL-7B-Instruct config.json, as published (token ids come from the tokenizer in use).
-QWEN25_VL_7B = dict(
-    text=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-              num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
-              tie_word_embeddings=False, hidden_act="silu",
-              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}),
-    vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584, patch_size=14,
-                spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
-                in_chans=3, hidden_act="silu", tokens_per_second=2),
-)
+QWEN25_VL_7B = {k: v for k, v in QWEN2_5_VL_7B_CONFIG.items() if k != "tokens"}
 # The same code path at test size (CPU, seconds).
 QWEN25_VL_TINY = dict(
     text=dict(vocab_size=152064, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -72,13 +66,13 @@ def build_vlm(setup: Setup, workdir: Path):
     image processor, wrapped as Rea2Seg's ``VLM``."""
     import torch
     import transformers as tf
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from rea2seg.models.attention import RECORDING_ATTENTION, register_recording_attention
     from rea2seg.config import DiscoveryConfig
     from rea2seg.models.device import resolve_dtype
     from rea2seg.models.vlm import VLM, load_processor
     from rea2seg.testing import QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, build_tiny_tokenizer
+    from rea2seg.testing.published import QWEN2_5_VL_7B_PREPROCESSOR
 
     tok = build_tiny_tokenizer()
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
@@ -96,18 +90,17 @@ def build_vlm(setup: Setup, workdir: Path):
         model = tf.Qwen2_5_VLForConditionalGeneration._from_config(
             cfg, dtype=dt, attn_implementation={"text_config": RECORDING_ATTENTION, "vision_config": "sdpa"})
     model.eval()
-    # the processor as a checkpoint ships it (the pipeline's vlm_max_pixels applied), loaded the way a user's is
+    # the processor files as the checkpoint ships them, loaded the way a user's are; the pipeline's budget applied
     proc_dir = workdir / "processor"
     proc_dir.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(proc_dir)
-    Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2, min_pixels=3136,
-                             max_pixels=setup.vlm_max_pixels or DiscoveryConfig().vlm_max_pixels
-                             ).save_pretrained(proc_dir)
-    (proc_dir / "chat_template.jinja").write_text(QWEN_CHAT_TEMPLATE)
+    (proc_dir / "preprocessor_config.json").write_text(json.dumps(QWEN2_5_VL_7B_PREPROCESSOR))
+    (proc_dir / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_CHAT_TEMPLATE}))
     (proc_dir / "config.json").write_text(cfg.to_json_string())
     processor = load_processor(proc_dir)
     processor.tokenizer.padding_side = "left"
-    return VLM(model, processor, f"random-init Qwen2.5-VL ({setup.name})", dev, dt, "qwen2_5_vl")
+    return VLM(model, processor, f"random-init Qwen2.5-VL ({setup.name})", dev, dt, "qwen2_5_vl",
+               setup.vlm_max_pixels or DiscoveryConfig().vlm_max_pixels)
 
 
 def build_sam(setup: Setup):

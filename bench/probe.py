@@ -3,7 +3,8 @@ another's peak. Prints one JSON line. Run with a fixed ``MALLOC_MMAP_THRESHOLD_`
 every large tensor is its own mapping and the resident set follows the live tensors.
 
     python -m bench.probe attention --vlm DIR --image PATH --question Q --how eager|rows|plain [--max-pixels N]
-    python -m bench.probe segment --vlm DIR --sam PATH --image PATH --question Q [--mode yesno]
+    python -m bench.probe segment --vlm DIR --sam PATH --image PATH --question Q [--mode yesno] [--max-pixels N]
+    python -m bench.probe load (--vlm DIR | --sam PATH) --how new|old
 """
 from __future__ import annotations
 
@@ -26,10 +27,7 @@ def _attention(args) -> dict:
     from rea2seg.models.vlm import load_vlm
     from rea2seg.models.prompting import chat_inputs, to_device
 
-    vlm = load_vlm(args.vlm, "cpu", max_pixels=args.max_pixels)
-    if args.max_pixels:  # this probe's view size (the checkpoint's own setting is a cap load_vlm keeps)
-        vlm.processor.image_processor.max_pixels = args.max_pixels
-        vlm.processor.image_processor.size["longest_edge"] = args.max_pixels
+    vlm = load_vlm(args.vlm, "cpu", max_pixels=args.max_pixels)  # this probe's view size
     if args.how == "eager":  # the textbook way: eager attention, every layer's full (H, S, S) probabilities kept
         vlm.model.set_attn_implementation({"text_config": "eager", "vision_config": "sdpa"})
     inputs = chat_inputs(vlm, [[Image.open(args.image).convert("RGB"), args.question]])
@@ -76,10 +74,12 @@ def _segment(args) -> dict:
     from PIL import Image
 
     from rea2seg import PipelineConfig, Rea2Seg
-    from rea2seg.config import ScoringConfig
+    from rea2seg.config import DiscoveryConfig, ScoringConfig
 
     rss_imports = current_rss()
-    cfg = PipelineConfig(scoring=ScoringConfig(mode=args.mode, max_new_tokens=args.max_new_tokens))
+    budget = args.max_pixels or DiscoveryConfig().vlm_max_pixels
+    cfg = PipelineConfig(discovery=DiscoveryConfig(vlm_max_pixels=budget),
+                         scoring=ScoringConfig(mode=args.mode, max_new_tokens=args.max_new_tokens))
     pipe = Rea2Seg.from_pretrained(args.vlm, args.sam, device="cpu", config=cfg)
     weights = tensor_bytes(pipe.vlm.model) + tensor_bytes(pipe.sam.sam) + \
         (0 if pipe.scorer is pipe.vlm else tensor_bytes(pipe.scorer.model))
@@ -108,6 +108,64 @@ def _segment(args) -> dict:
             "peak_reset": ok, "weight_bytes": weights, "scorer_shared": shared, "candidates": n}
 
 
+def _load(args) -> dict:
+    """Host memory while loading one model onto the CPU and reading each weight once: the engine's way (``new``:
+    ``device_map`` places each weight as it is read, SAM is built on the meta device and takes the memory-mapped
+    checkpoint's tensors) or the way before it (``old``: ``from_pretrained`` then ``.to(device)``; SAM randomly
+    initialised on the host, then the checkpoint, read whole, copied in)."""
+    import torch  # noqa: F401  (imports first: the baseline is the interpreter with its libraries)
+    import transformers  # noqa: F401
+    from segment_anything import modeling  # noqa: F401
+
+    from bench.instrument import current_rss, peak_rss, reset_peak_rss, tensor_bytes
+
+    gc.collect()
+    _trim()
+    base = current_rss()
+    ok = reset_peak_rss()
+    if args.vlm:
+        if args.how == "new":
+            from rea2seg.models.vlm import load_vlm
+
+            model = load_vlm(args.vlm, "cpu").model
+        else:
+            from transformers import AutoModelForImageTextToText
+
+            model = AutoModelForImageTextToText.from_pretrained(args.vlm, dtype=torch.float32,
+                                                                attn_implementation="sdpa").to("cpu").eval()
+    elif args.how == "new":
+        from rea2seg.models.sam import load_sam
+
+        model = load_sam(args.sam, device="cpu").sam
+    else:
+        from pathlib import Path
+
+        from rea2seg.models.sam import ARCH_METADATA_KEY, SAM_ARCHS, SamArch, kind_from_name
+
+        if args.sam.endswith(".safetensors"):  # read whole (no memory map), as the old loader did
+            from safetensors import safe_open
+            from safetensors.torch import load
+
+            with safe_open(args.sam, "pt") as f:
+                arch = SamArch.from_json(f.metadata()[ARCH_METADATA_KEY])
+            state = load(Path(args.sam).read_bytes())
+        else:
+            state = torch.load(args.sam, map_location="cpu", weights_only=True)
+            arch = SAM_ARCHS[kind_from_name(Path(args.sam))]
+        model = arch.build()
+        model.load_state_dict(state, strict=True)
+        del state
+        model.to("cpu").eval()
+    loaded = current_rss() - base
+    with torch.no_grad():  # first use reads every weight (memory-mapped weights become resident)
+        for t in [*model.parameters(), *model.buffers()]:
+            t.float().sum()
+    peak = peak_rss()
+    gc.collect()
+    return {"how": args.how, "rss_before": base, "peak_delta": peak - base, "loaded_delta": loaded,
+            "held_delta": current_rss() - base, "weight_bytes": tensor_bytes(model), "peak_reset": ok}
+
+
 def _trim() -> None:
     """Hand freed heap memory back to the OS (glibc), so RSS shows what is still in use."""
     try:
@@ -133,8 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--question", required=True)
     s.add_argument("--mode", default="yesno")
     s.add_argument("--max-new-tokens", type=int, default=96)
+    s.add_argument("--max-pixels", type=int, default=None, help="the VLM's pixel budget (default: the pipeline's)")
+    ld = sub.add_parser("load")
+    ld.add_argument("--vlm", default=None)
+    ld.add_argument("--sam", default=None, help="a published-kind .pth or a .safetensors written by save_sam")
+    ld.add_argument("--how", choices=["new", "old"], required=True)
     args = ap.parse_args(argv)
-    out = _attention(args) if args.what == "attention" else _segment(args)
+    out = {"attention": _attention, "segment": _segment, "load": _load}[args.what](args)
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 

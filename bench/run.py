@@ -41,7 +41,7 @@ class BenchSize:
     kv_heads: int
     vision_depth: int
     vision_hidden: int
-    vlm_side: int  # the VLM sees the image at about this many pixels per side (max_pixels = side^2)
+    vlm_side: int  # the VLM sees the image at about this many pixels per side (its pixel budget: side^2)
     sam_kind: str
     image_wh: tuple[int, int]
     max_new_tokens: int
@@ -67,7 +67,7 @@ class Row:
     a: list[float] = field(default_factory=list)  # measurements of A (seconds, or bytes for memory rows)
     b: list[float] = field(default_factory=list)
     ratio: float = float("nan")  # how many times better A is than B (B/A for time, A/B for memory: see `unit`)
-    unit: str = "s"  # "s" -> speed-up B/A ("x"); "bytes" -> fraction A/B; "%" -> share
+    unit: str = "s"  # "s" -> speed-up B/A ("x"); "bytes" -> fraction A/B; "%" -> share; "iou" -> agreement
     target: str = "report"
     share_of: str = "outside"  # for "%" rows: what the share is of
     met: bool | None = None
@@ -102,8 +102,7 @@ def build_models(size: BenchSize, root: Path | None = None) -> tuple[Path, Path]
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
         try:
             build_tiny_vlm(tmp, "qwen2_5_vl", hidden=size.hidden, layers=size.layers, heads=size.heads,
-                           kv_heads=size.kv_heads, vision_depth=size.vision_depth, vision_hidden=size.vision_hidden,
-                           max_pixels=size.vlm_side ** 2)
+                           kv_heads=size.kv_heads, vision_depth=size.vision_depth, vision_hidden=size.vision_hidden)
             shutil.rmtree(vlm_dir, ignore_errors=True)
             os.rename(tmp, vlm_dir)
         finally:
@@ -533,7 +532,7 @@ def row_rss(vlm_dir: Path, sam_path: Path, image_path: Path, size: BenchSize) ->
 
     log("peak RSS of segment: 1 fresh process")
     p = _probe(["segment", "--vlm", str(vlm_dir), "--sam", str(sam_path), "--image", str(image_path), "--question",
-                QUESTION, "--max-new-tokens", str(size.max_new_tokens)])
+                QUESTION, "--max-new-tokens", str(size.max_new_tokens), "--max-pixels", str(size.vlm_side ** 2)])
     w = p["weight_bytes"]
     above = p["peak_segment"] - p["rss_imports"]
     sam_peak = p["peak_sam_encoder_delta"]
@@ -549,6 +548,120 @@ def row_rss(vlm_dir: Path, sam_path: Path, image_path: Path, size: BenchSize) ->
     return row
 
 
+def build_load_models(size: BenchSize, vlm_dir: Path, sam_path: Path, root: Path | None = None) -> tuple[Path, Path]:
+    """The models the load-memory rows load. Full size: a ~650 MB Qwen2.5-VL (hidden 1536, 6 layers, vision 8 x 640)
+    and a random SAM ViT-B in Meta's .pth layout (375 MB), built once; quick: the bench models."""
+    if size.name != "full":
+        return vlm_dir, sam_path
+    import torch
+
+    from rea2seg.models.sam import SAM_ARCHS
+    from rea2seg.testing import build_tiny_vlm
+
+    root = Path(root) / "load" if root else Path(tempfile.gettempdir()) / f"rea2seg-bench-load-{_tag(size)}"
+    medium, vit_b = root / "vlm-medium", root / "sam_vit_b_01ec64.pth"
+    root.mkdir(parents=True, exist_ok=True)
+    if not (medium / "model.safetensors").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+        try:
+            build_tiny_vlm(tmp, "qwen2_5_vl", hidden=1536, layers=6, heads=12, kv_heads=2, vision_depth=8,
+                           vision_hidden=640, vision_heads=10)
+            shutil.rmtree(medium, ignore_errors=True)
+            os.rename(tmp, medium)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not vit_b.exists():
+        torch.manual_seed(0)
+        torch.save(SAM_ARCHS["vit_b"].build().state_dict(), vit_b.with_suffix(".tmp"))
+        os.replace(vit_b.with_suffix(".tmp"), vit_b)
+    return medium, vit_b
+
+
+def rows_load_memory(vlm_dir: Path, sam_path: Path) -> list[Row]:
+    """Host peak RSS while loading a model onto the CPU and reading each weight once, each way in a fresh process:
+    the engine's loaders against the way before them."""
+    from bench.instrument import fmt_bytes
+
+    out = []
+    for what, path in (("vlm", vlm_dir), ("sam", sam_path)):
+        log(f"load memory ({what}): 2 fresh processes")
+        new = _probe(["load", f"--{what}", str(path), "--how", "new"])
+        old = _probe(["load", f"--{what}", str(path), "--how", "old"])
+        w = new["weight_bytes"]
+        row = Row(f"load_memory_{what}", f"loading the {'VLM' if what == 'vlm' else 'SAM'} ({fmt_bytes(w)} of weights):"
+                  f" host peak RSS", "straight to the device", "host copy, then moved", a=[new["peak_delta"]],
+                  b=[old["peak_delta"]], unit="bytes")
+        row.ratio = new["peak_delta"] / max(old["peak_delta"], 1)
+        row.check = f"peak / weights: {new['peak_delta'] / w:.2f}x vs {old['peak_delta'] / w:.2f}x"
+        if what == "sam":
+            row.target = "<= 0.6x"
+            row.met = bool(row.ratio <= 0.6)
+            row.note = ("old: random init on the host plus the checkpoint read whole (2 copies); new: built on the "
+                        "meta device, the memory-mapped checkpoint's tensors become the weights (1 copy)")
+        else:
+            row.note = ("on a CPU both ways end with the weights in host memory (transformers 5 memory-maps the "
+                        "safetensors either way); the saving is on an accelerator, where the old way held the whole "
+                        "model in host RAM before .to(device) (16.6 GB for Qwen2.5-VL-7B in bf16) and device_map holds "
+                        "one tensor at a time: not measurable on a machine without one")
+        out.append(row)
+    return out
+
+
+def rows_sam_precision(sam_path: Path, image, full: bool) -> list[Row]:
+    """Masks of SAM run under bf16 / fp16 autocast against fp32, same image and prompts: the planted SAM (masks with
+    meaning: clicks on shapes) and the bench SAM (1024 px encoder, random weights: every logit near the threshold
+    moves). Why the engine keeps SAM in fp32."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from rea2seg.models.sam import PromptBatch, SamModel, load_sam
+    from rea2seg.testing.planted import OBJECT_COLOUR, build_planted_sam
+
+    h, w = 480, 640
+    scene = np.full((h, w, 3), 128, np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    centres = [((120, 160), 50), ((300, 400), 60), ((380, 120), 40)]
+    for (r, c), rad in centres:
+        scene[(yy - r) ** 2 + (xx - c) ** 2 < rad ** 2] = OBJECT_COLOUR
+    clicks = np.array([[[c + dx, r + dy]] for (r, c), _ in centres for dx, dy in ((0, 0), (12, -9))], np.float32)
+    rng = np.random.default_rng(0)
+    ih, iw = image.shape[:2]
+    points = np.stack([rng.uniform(0, iw - 1, 12), rng.uniform(0, ih - 1, 12)], 1).astype(np.float32)[:, None]
+    cases = [("planted SAM, clicks on shapes", SamModel(build_planted_sam(), "planted", Path("planted"),
+                                                         torch.device("cpu")), scene, clicks)]
+    if full:
+        cases.append(("bench SAM, random points", load_sam(sam_path, device="cpu"), image, points))
+
+    def masks(sam, img, pts, dtype):
+        sam = copy.deepcopy(sam)
+        prompts = PromptBatch(pts, np.ones(pts.shape[:2], np.int64), np.full((len(pts), 4), np.nan, np.float32))
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            emb = sam.embed(img)
+            low, _ = sam.decode(emb, prompts, multimask=True)
+        return sam.upscale(emb, low.reshape(-1, *low.shape[-2:]).float())
+
+    out = []
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+        ious, labels = [], []
+        for label, sam, img, pts in cases:
+            if dtype == torch.float16 and label.startswith("bench"):
+                continue  # fp16 matmuls on a CPU take minutes at 1024 px; the planted SAM answers the question
+            log(f"SAM precision: {label}, {name}")
+            ref, got = masks(sam, img, pts, None), masks(sam, img, pts, dtype)
+            ious += [float((a & b).sum() / max((a | b).sum(), 1)) for a, b in zip(ref, got) if (a | b).any()]
+            labels.append(label)
+        row = Row(f"sam_{name}_masks", f"SAM under {name} autocast: mask IoU with fp32", f"{name} masks",
+                  "fp32 masks", a=ious, b=[1.0] * len(ious), unit="iou")
+        row.ratio = min(ious)
+        row.check = f"median {float(np.median(ious)):.4f} over {len(ious)} masks ({'; '.join(labels)})"
+        row.note = ("the engine keeps SAM in fp32: ViT-H is 2.6 GB of the default preset's 19 GB, and fp32 gives "
+                    "Meta's SamPredictor masks exactly")
+        out.append(row)
+    return out
+
+
 # ---- output ----------------------------------------------------------------------------------------------------------
 
 def _fmt_value(v: float, unit: str) -> str:
@@ -558,6 +671,8 @@ def _fmt_value(v: float, unit: str) -> str:
         return fmt_bytes(v)
     if unit == "%":
         return f"{v * 100:.1f}%"
+    if unit == "iou":
+        return f"IoU {v:.4f}"
     return fmt_seconds(v)
 
 
@@ -575,6 +690,8 @@ def format_table(meta: dict, rows: list[Row]) -> str:
             result = f"{r.ratio:.2f}x faster"
         elif r.unit == "bytes":
             result = f"{r.ratio:.3f}x of B" if r.key != "peak_rss" else f"{r.ratio:.2f}x weights"
+        elif r.unit == "iou":
+            result = f"IoU >= {r.ratio:.4f}"
         else:
             result = f"{r.ratio * 100:.1f}% {r.share_of}"
         a_v = median(r.a)
@@ -617,7 +734,7 @@ def machine() -> str:
 
 
 ALL_ROWS = ("scoring", "two_image", "sam", "segmenters", "second_question", "attention_memory", "end_to_end",
-            "peak_rss")
+            "peak_rss", "parquet_mask", "ray", "load_memory", "sam_precision")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -694,6 +811,18 @@ def main(argv: list[str] | None = None) -> int:
             rows += rows_end_to_end(pipe, image, size, repeats, ["yesno"] if args.quick else ["yesno", "reasoning"])
         if "peak_rss" in only:
             rows.append(row_rss(vlm_dir, sam_path, image_path, size))
+        if "parquet_mask" in only:
+            from bench.scale import row_parquet_mask
+
+            rows.append(row_parquet_mask(3 if args.quick else 12, repeats))
+        if "ray" in only:
+            from bench.scale import row_ray
+
+            rows.append(row_ray(6 if args.quick else 40, 1 if args.quick else repeats, quick=args.quick))
+        if "load_memory" in only:
+            rows += rows_load_memory(*build_load_models(size, vlm_dir, sam_path, args.models))
+        if "sam_precision" in only:
+            rows += rows_sam_precision(sam_path, image, full=not args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     meta["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -1,6 +1,7 @@
 """``rea2seg-mcp``: the MCP server's command line.
 
-    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--allowed-dir DIR ...] [--output-dir DIR]
+    rea2seg-mcp [--preset NAME | --vlm ID_OR_DIR --sam PATH] [--scorer DIR] [--download] [--allowed-dir DIR ...]
+                [--output-dir DIR]
                 [--transport stdio|http] [--host 127.0.0.1] [--port N] [--token TOKEN] [--max-queue N]
 
 Arguments are parsed first (``--help`` prints to stdout as usual); then stdout is handed to the protocol alone, and
@@ -14,6 +15,8 @@ import logging
 import os
 import sys
 
+from rea2seg.cli.common import add_model_arguments
+
 from .http_auth import TOKEN_ENV, is_loopback
 
 log = logging.getLogger("rea2seg.mcp")
@@ -24,16 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rea2seg-mcp",
         description="Rea2Seg MCP server: reasoning segmentation tools (segment, discover_candidates, "
                     "score_candidates, get_mask, server_status) for Claude Desktop and other MCP clients.")
-    m = p.add_argument_group("models")
-    m.add_argument("--preset", default=None, metavar="NAME",
-                   help="named model preset (default: 'default'); 'tiny-random' = random weights, plumbing only")
-    m.add_argument("--vlm", metavar="ID_OR_DIR", help="VLM: Hugging Face id or local directory (with --sam)")
-    m.add_argument("--sam", metavar="PATH_OR_ID", help="segmenter (with --vlm): a SAM checkpoint file or kind, or a "
-                                                      "SAM 2.1 / SAM 3 hub id or directory (facebook/sam3)")
-    m.add_argument("--sources", metavar="NAME,...", default=None,
-                   help="default candidate sources, comma-separated: attention, boxes, concepts (default: the "
-                        "preset's; concepts needs SAM 3); each call may pass its own")
-    m.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_model_arguments(p)  # the same model choices as `rea2seg segment` (--preset, --vlm/--sam, --scorer, ...)
     f = p.add_argument_group("files")
     f.add_argument("--allowed-dir", action="append", default=[], metavar="DIR",
                    help="directory images may be read from (repeatable; also REA2SEG_ALLOWED_DIRS, "
@@ -61,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Argument combinations that are wrong before anything is loaded."""
-    if bool(args.vlm) != bool(args.sam):
-        p.error("--vlm and --sam go together: give both (or neither, to use --preset)")
-    if args.vlm and args.preset:
+    if (args.vlm or args.sam) and args.preset:
         p.error("give either --preset or --vlm/--sam, not both")
     if args.preset:
         from rea2seg.errors import InputError
@@ -94,12 +86,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def pipeline_factory(args: argparse.Namespace):
     """A zero-argument callable that loads the models the arguments name."""
     def load():
-        from rea2seg import Rea2Seg
+        from rea2seg.cli.common import build_pipeline
 
-        sources = getattr(args, "sources", None) or None
-        if args.vlm:
-            return Rea2Seg.from_pretrained(vlm=args.vlm, sam=args.sam, device=args.device, sources=sources)
-        return Rea2Seg.from_preset(args.preset or "default", device=args.device, sources=sources)
+        return build_pipeline(args)
     return load
 
 
@@ -118,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     from rea2seg.serve.paths import AllowedDirs, OutputDir
     from rea2seg.serve.service import SegmentationService
 
+    from .tools import MCP_WORDING, build_server
+
     try:
         allowed = AllowedDirs.from_env(args.allowed_dir)
         output = OutputDir(args.output_dir)
@@ -128,11 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("no --allowed-dir given: image_path is refused, only image_base64 works")
     service = SegmentationService(pipeline_factory(args), allowed_dirs=allowed, output_dir=output,
                                   max_queue=args.max_queue, max_results=args.max_results,
-                                  max_base64_bytes=args.max_base64_bytes)
+                                  max_base64_bytes=args.max_base64_bytes, wording=MCP_WORDING)
     service.start_loading()
-
-    from .tools import build_server
-
     server = build_server(service, transport=args.transport)
     log.info("allowed directories: %s; output directory: %s", allowed.describe(), output.path)
     try:

@@ -19,7 +19,16 @@ def is_loopback(host: str) -> bool:
 
 
 class BearerTokenMiddleware:
-    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``, else 401."""
+    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``.
+
+    A missing or wrong token gets **403** with a one-line JSON message and no ``WWW-Authenticate`` header, and
+    ``/.well-known/*`` answers **404** without a token. The token is a static secret the operator hands out, not
+    MCP's OAuth authorization (which is optional; this server publishes no RFC 9728 metadata). Clients built on the
+    TypeScript SDK (MCP Inspector 2.12, Claude Code) react to *any* 401, with or without ``WWW-Authenticate``, by
+    starting OAuth discovery and dynamic client registration against this server, which can never succeed and
+    hides this message ("Interactive OAuth requires a TTY"); a 403 makes them show the message instead, and 404s on
+    the metadata paths tell them at once that there is no OAuth here.
+    """
 
     def __init__(self, app, token: str):
         if not token:
@@ -30,13 +39,19 @@ class BearerTokenMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":  # lifespan events pass through
             return await self.app(scope, receive, send)
+        if scope.get("path", "").startswith("/.well-known/"):
+            return await _json(send, 404, {"error": "not_found", "error_description": (
+                "this server has no OAuth metadata: send its static token as 'Authorization: Bearer <token>'")})
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
         if hmac.compare_digest(given, self._expected):
             return await self.app(scope, receive, send)
-        body = json.dumps({"error": "unauthorized",
-                           "error_description": "send the server's token as 'Authorization: Bearer <token>'"}).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"www-authenticate", b'Bearer realm="rea2seg"'),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        problem = "no token was sent" if not given else "the token is wrong"
+        return await _json(send, 403, {"error": "forbidden", "error_description": (
+            f"{problem}: send the server's token (its --token or {TOKEN_ENV}) as 'Authorization: Bearer <token>'")})
+
+
+async def _json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})

@@ -1,7 +1,7 @@
 """Output schemas of the MCP tools (published as ``outputSchema``; ``structured_content`` is validated against them)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,10 +23,11 @@ class CandidateInfo(_Open):
 
 
 class Preview(_Open):
-    kind: str = Field(description="What the image content shows: overlay, mask, candidates or none")
+    kind: str = Field(description="What the image content shows: overlay, mask, candidates or heatmap")
     width: int
     height: int
-    png_bytes: int
+    mime_type: Literal["image/jpeg", "image/png"] = Field(description="JPEG for pictures, PNG for masks")
+    bytes: int = Field(description="Size of the encoded image")
 
 
 class SegmentOutput(_Open):
@@ -77,10 +78,24 @@ class MaskOutput(_Open):
     preview: Preview | None = None
 
 
+class ModelStatus(_Open):
+    state: Literal["loading", "ready", "error"] = Field(description="Whether the models are still loading, loaded, "
+                                                                    "or failed to load")
+    error: str | None = Field(None, description="Why loading failed (state 'error')")
+    name: str | None = Field(None, description="Preset name, or 'custom'")
+    vlm: str | None = Field(None, description="The discovery VLM (hub id or folder)")
+    scorer: str | None = Field(None, description="The scoring VLM")
+    sam: str | None = Field(None, description="The SAM checkpoint file")
+    device: str | None = None
+    dtype: str | None = None
+    scoring_mode: str | None = Field(None, description="Default scoring mode")
+    warning: str | None = Field(None, description="Set when the models' output is meaningless (random weights)")
+
+
 class StatusOutput(_Open):
     version: str
     transport: str
-    models: Any = Field(description="Loaded models and device, 'loading', or the load error")
+    models: ModelStatus = Field(description="The models: loading, ready (names, device) or the load error")
     engine: dict[str, int] = Field(description="Requests running / waiting, queue bound, finished, rejected as busy")
     results_kept: int
     max_results: int

@@ -163,12 +163,51 @@ class ScoringConfig:
             raise ValueError(f"scoring mode must be one of {SCORING_MODES}, got {self.mode!r}")
 
 
+#: LLaVA v1's system prompt (LISA's ``conv_llava_v1``; LLaVA-1.5's reads "user" for "human")
+LISA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+               "detailed, and polite answers to the human's questions.")
+#: Whose attention becomes the heat map in generator discovery
+GeneratorRows = Literal["seg+question", "seg", "question"]
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Stage 1 with a segmentation MLLM (LISA, SESAME) as the candidate generator; ``DiscoveryConfig`` still sets the
+    layer band, the generic-prompt division, the peaks and the SAM filtering.
+
+    system: the conversation's system prompt (LISA's and SESAME's training template).
+    query: the user turn after the image; ``{question}`` is replaced. LISA's ReasonSeg validation uses this sentence
+        form ("What is {question} in this image? Please output segmentation mask." for short phrases).
+    answer: the assistant turn, teacher-forced as in LISA's validation ("[SEG]."); None generates it greedily (LISA's
+        chat, SESAME's inference: SESAME may answer without [SEG] when the object is absent, and then gives no mask).
+    max_new_tokens: generation budget when ``answer`` is None.
+    rows: whose attention over the image tokens becomes the heat map: "seg" (the row whose output predicts [SEG],
+        i.e. whose hidden state becomes the SAM prompt), "question" (the question and "ASSISTANT:" rows), or
+        "seg+question" (the two maps averaged with equal weight).
+    peaks: also turn the heat map's peaks into SAM prompts (False: the generator's own masks only).
+    """
+
+    system: str = LISA_SYSTEM
+    query: str = "{question} Please output segmentation mask."
+    answer: str | None = "[SEG]."
+    max_new_tokens: int = 64
+    rows: GeneratorRows = "seg+question"
+    peaks: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rows not in get_args(GeneratorRows):
+            raise ValueError(f"rows must be one of {get_args(GeneratorRows)}, got {self.rows!r}")
+        if "{question}" not in self.query:
+            raise ValueError("query must contain {question}")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything the pipeline needs besides the models."""
 
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     top_k: int = 3
     cache_images: int = 4
     seed: int | None = 0

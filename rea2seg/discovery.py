@@ -18,7 +18,7 @@ from .config import DiscoveryConfig
 from .errors import InputError
 from .heatmap import find_peaks, heatmap_from_grids, peak_region_box, upsample
 from .image_cache import ImageCache, ImageEntry
-from .models.attention import image_token_span, layer_band, record_attention, token_grid
+from .models.attention import discovery_layout, grid_from_tokens, image_token_span, layer_band, record_attention
 from .models.prompting import chat_inputs, to_device
 from .models.sam import PromptBatch, decoder_chunk, stability_scores
 from .models.segmenter import Segmenter
@@ -82,7 +82,9 @@ def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], e
 
     With an ``entry`` (the image's cache) and a Qwen-VL model, the part of the prompt up to the image is run once per
     image and its KV cache reused: a later question only runs its own tokens (same result, explicit 3-D positions
-    over the whole sequence; the model's stateful ``rope_deltas`` are never relied on)."""
+    over the whole sequence; the model's stateful ``rope_deltas`` are never relied on). A family whose token layout
+    is unknown (``attention.TOKEN_LAYOUTS``) is refused before any forward pass."""
+    layout = discovery_layout(vlm.config)
     inputs = chat_inputs(vlm, [[image, text]])
     ids = inputs["input_ids"][0]
     s, e = image_token_span(ids, vlm.image_token_id)
@@ -106,11 +108,7 @@ def attention_grid(vlm: VLM, image: Image.Image, text: str, layers: list[int], e
                            f"({vlm.model.config.get_text_config()._attn_implementation})")
     probs = torch.stack([rec.out[l][0] for l in sorted(rec.out)])  # (L, H, R, n_img)
     per_token = probs.float().mean(dim=(0, 1, 2)).cpu()
-    grid_thw = inputs["image_grid_thw"][0] if "image_grid_thw" in inputs else None
-    if grid_thw is None:  # square grid without merge (LLaVA-style)
-        side = int(round(per_token.numel() ** 0.5))
-        return per_token.reshape(side, side)
-    return token_grid(per_token, grid_thw, vlm.merge_size)
+    return grid_from_tokens(per_token, layout, inputs, vlm.merge_size)
 
 
 # ---- peaks -> prompts -----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Union
@@ -154,7 +154,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
         raise OutputExistsError(f"{path} exists; pass --force (overwrite=True) to replace it, or choose another name")
     if not path.parent.exists():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -175,6 +175,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
     return path
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (opened for writing), with the mode any new file gets here (0666 less
+    the umask) rather than ``mkstemp``'s 0600: outputs stay readable by a web server or another user as usual."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise OutputExistsError(f"cannot create a temporary file beside {path}")
+
+
 def png_bytes(array: np.ndarray, max_side: int | None = None) -> bytes:
     """(H, W) bool/uint8 or (H, W, 3) uint8 -> PNG bytes (bool masks become 0/255 mode L). Optionally downscaled so
     the long side is at most ``max_side`` (for agent previews)."""
@@ -188,6 +200,18 @@ def png_bytes(array: np.ndarray, max_side: int | None = None) -> bytes:
         img = img.resize(size, Image.NEAREST if a.ndim == 2 else Image.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=a.ndim == 2)
+    return buf.getvalue()
+
+
+def jpeg_bytes(image: np.ndarray, max_side: int | None = None, quality: int = 85) -> bytes:
+    """(H, W, 3) uint8 -> JPEG bytes, optionally downscaled so the long side is at most ``max_side``. For photos a
+    model looks at (5-10x smaller than PNG at the same size); masks stay PNG, whose edges JPEG would blur."""
+    img = Image.fromarray(np.asarray(image, np.uint8))
+    if max_side and max(img.size) > max_side:
+        s = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 

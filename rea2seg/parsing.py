@@ -26,13 +26,16 @@ def _to_unit(value: str | float, scale: float = 10.0) -> float | None:
 
 
 def strip_thinking(text: str) -> str:
-    """The part after ``</think>`` (or inside ``<answer>``) when present, else the whole text."""
+    """The answer part of a reply: inside ``<answer>``, else after the last ``</think>``; nothing when the reply
+    stopped inside ``<think>`` (a thought cut off by the token limit is not an answer); else the whole text."""
     if not isinstance(text, str):
         return ""
     m = re.search(r"<answer>(.*?)(?:</answer>|$)", text, re.S | re.I)
     if m:
         return m.group(1)
-    return text.rsplit("</think>", 1)[-1]
+    if "</think>" in text:
+        return text.rsplit("</think>", 1)[-1]
+    return "" if "<think>" in text else text
 
 
 def parse_score(text: str) -> float | None:

@@ -12,9 +12,12 @@ import torch
 from .config import DiscoveryConfig, PipelineConfig, ScoringConfig, check_sources
 from .discovery import check_sources_supported, discover_candidates
 from .errors import InputError, ResourceError
+from .generator_discovery import discover_with_generator
 from .image_cache import ImageCache
 from .images import ImageLike
 from .inputs import check_image, check_mode, check_question, check_question_tokens, check_top_k
+from .models.lisa import LisaGenerator, is_lisa_source, load_lisa
+from .models.attention import discovery_layout
 from .models.segmenter import Segmenter, load_segmenter, segmenter_summary
 from .models.vlm import VLM, forget_vlm, load_vlm
 from .presets import get_preset
@@ -38,6 +41,23 @@ def _friendly_errors(fn):
     return wrapper
 
 
+def _with_scorer_settings(config: PipelineConfig, scorer: str | None) -> PipelineConfig:
+    """``config`` with the scoring settings a trained scorer records in its rea2seg_scorer.json (what it was shown in
+    training), if ``scorer`` is such a directory."""
+    import json
+    from pathlib import Path
+
+    info = Path(scorer).expanduser() / "rea2seg_scorer.json" if scorer else None
+    if info is None or not info.is_file():
+        return config
+    try:
+        saved = json.loads(info.read_text())
+        scoring = replace(config.scoring, mode=saved["mode"], **saved.get("scoring", {}))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{info} is unreadable ({e}); re-run `rea2seg train-scorer` or remove the file") from None
+    return replace(config, scoring=scoring)
+
+
 def _with_sources(config: PipelineConfig, sources) -> PipelineConfig:
     """``config`` with its candidate sources replaced (None: unchanged)."""
     if sources is None:
@@ -48,13 +68,19 @@ def _with_sources(config: PipelineConfig, sources) -> PipelineConfig:
 class Rea2Seg:
     """Reasoning segmentation: image + question -> mask.
 
-    vlm: the discovery VLM (and the scorer unless ``scorer`` is given); sam: a loaded segmenter (SAM v1, SAM 2.1 or
-    SAM 3: ``models.segmenter.load_segmenter``); config: pipeline settings.
-    Build it with ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=..., sam=...)``.
+    vlm: the discovery model: a VLM (and the scorer unless ``scorer`` is given) or a ``LisaGenerator`` (a
+    segmentation MLLM: its own masks and its attention are the candidates; it needs a ``scorer``); sam: a loaded
+    segmenter (SAM, SAM 2.1 or SAM 3: ``models.segmenter.load_segmenter``); config: pipeline settings. Build it with ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=...)``.
     """
 
-    def __init__(self, vlm: VLM, sam: Segmenter, scorer: VLM | None = None, config: PipelineConfig | None = None,
-                 name: str = "custom", warning: str | None = None):
+    def __init__(self, vlm: VLM | LisaGenerator, sam: Segmenter, scorer: VLM | None = None,
+                 config: PipelineConfig | None = None, name: str = "custom", warning: str | None = None):
+        if isinstance(vlm, LisaGenerator):
+            if scorer is None:
+                raise InputError(f"{vlm.source} is a segmentation MLLM (LISA format): it finds candidates but cannot "
+                                 f"score them; pass a scorer VLM too (e.g. --scorer Qwen/Qwen2.5-VL-7B-Instruct)")
+        else:
+            discovery_layout(vlm.config)  # a family discovery cannot read fails here, not at the first image
         self.vlm = vlm
         self.sam = sam
         self.scorer = scorer or vlm
@@ -66,32 +92,46 @@ class Rea2Seg:
     # ---- construction ----------------------------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str = "default", *, device=None, dtype=None, config: PipelineConfig | None = None,
-                    download: bool = False, sources: str | list[str] | tuple[str, ...] | None = None) -> "Rea2Seg":
-        """The models and settings of preset ``name`` (``presets.PRESETS``); ``config`` replaces the preset's
-        settings, ``sources`` only its candidate sources."""
+                    download: bool = False, scorer: str | None = None,
+                    sources: str | list[str] | tuple[str, ...] | None = None) -> "Rea2Seg":
+        """A named preset (``rea2seg.presets``); ``scorer`` replaces its scoring VLM (e.g. a ``train-scorer``
+        output), ``config`` its settings, ``sources`` only its candidate sources."""
         preset = get_preset(name)
         config = _with_sources(config or preset.config, sources)
         if preset.random_weights:
-            from .testing import MEANINGLESS, ensure_tiny_models, tiny_models_dir
+            from .testing import MEANINGLESS, tiny_models_dir, tiny_preset_models
 
-            vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir(), preset.vlm, preset.sam)
-            return cls.from_pretrained(str(vlm_dir), str(sam_path), device=device, dtype=dtype,
-                                       config=config or preset.config, name=name, warning=MEANINGLESS)
-        return cls.from_pretrained(preset.vlm, preset.sam, scorer=preset.scorer, device=device, dtype=dtype,
-                                   config=config or preset.config, download=download, name=name)
+            vlm, sam, tiny_scorer = tiny_preset_models(preset.vlm, preset.sam, preset.scorer, tiny_models_dir())
+            return cls.from_pretrained(str(vlm), str(sam) if sam else None,
+                                       scorer=scorer or (str(tiny_scorer) if tiny_scorer else None), device=device,
+                                       dtype=dtype, config=config, name=name, warning=MEANINGLESS)
+        return cls.from_pretrained(preset.vlm, preset.sam, scorer=scorer or preset.scorer, device=device,
+                                   dtype=dtype, config=config, download=download, name=name)
 
     @classmethod
-    def from_pretrained(cls, vlm: str, sam: str, *, sam_kind: str | None = None, scorer: str | None = None,
-                        device=None, dtype=None, config: PipelineConfig | None = None, download: bool = False,
-                        trust_remote_code: bool = False, name: str = "custom", warning: str | None = None,
-                        sources: str | list[str] | tuple[str, ...] | None = None) -> "Rea2Seg":
-        """vlm: hub id or local directory; sam: a SAM v1 checkpoint path or kind (vit_h / vit_l / vit_b), or a SAM 2.1 /
-        SAM 3 hub id or directory (facebook/sam2.1-hiera-large, facebook/sam3); scorer: another VLM for stage 2 (the
-        same object is reused when it names the same model); sources: the candidate sources (default: the
-        config's)."""
-        config = _with_sources(config or PipelineConfig(), sources)
+    def from_pretrained(cls, vlm: str, sam: str | None = None, *, sam_kind: str | None = None,
+                        scorer: str | None = None, device=None, dtype=None, config: PipelineConfig | None = None,
+                        download: bool = False, trust_remote_code: bool = False, name: str = "custom",
+                        warning: str | None = None, sources: str | list[str] | tuple[str, ...] | None = None
+                        ) -> "Rea2Seg":
+        """vlm: hub id or local directory of a VLM, or of a LISA-format segmentation MLLM (LISA, SESAME: then
+        ``scorer`` is required); sam: the segmenter, a SAM checkpoint path or kind (vit_h / vit_l / vit_b) or a SAM
+        2.1 / SAM 3 hub id or directory (facebook/sam2.1-hiera-large, facebook/sam3); None / "": the generator's own
+        SAM, or the default preset's for a VLM; scorer: another VLM for stage 2 (the same object is reused when it
+        names the same model). A scorer trained by ``rea2seg train-scorer`` brings the scoring settings it was
+        trained with (mode, views). sources: the candidate sources (default: the config's)."""
+        config = _with_sources(_with_scorer_settings(config or PipelineConfig(), scorer), sources)
         max_pixels = config.discovery.vlm_max_pixels
-        v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels)
+        if is_lisa_source(vlm):
+            if not scorer:
+                raise InputError(f"{vlm} is a segmentation MLLM (LISA format): it finds candidates but cannot score "
+                                 f"them; pass a scorer VLM too (e.g. --scorer Qwen/Qwen2.5-VL-7B-Instruct)")
+            gen = load_lisa(vlm, device, dtype, download)
+            s = load_segmenter(sam, sam_kind, gen.device, download) if sam else gen.sam
+            sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels)
+            return cls(gen, s, sc, config, name, warning)
+        sam = sam or get_preset("default").sam
+        v = load_vlm(vlm, device, dtype, trust_remote_code, download, max_pixels, discovery=True)
         s = load_segmenter(sam, sam_kind, v.device, download)
         sc = load_vlm(scorer, device, dtype, trust_remote_code, download, max_pixels) if scorer else None
         return cls(v, s, sc, config, name, warning)
@@ -103,8 +143,13 @@ class Rea2Seg:
     def _discovery_config(self, config: DiscoveryConfig | None, sources) -> DiscoveryConfig:
         cfg = config or self.config.discovery
         if sources is not None:
+            if isinstance(self.vlm, LisaGenerator):
+                raise InputError(f"candidate sources choose what a VLM's discovery makes; {self.vlm.source} is a "
+                                 f"LISA-format generator, whose candidates are its own masks and attention peaks "
+                                 f"(GeneratorConfig.peaks); drop the sources")
             cfg = replace(cfg, sources=check_sources(sources))
-        check_sources_supported(self.sam, cfg.sources)
+        if not isinstance(self.vlm, LisaGenerator):
+            check_sources_supported(self.sam, cfg.sources)
         return cfg
 
     @_friendly_errors
@@ -117,7 +162,7 @@ class Rea2Seg:
         cfg = self._discovery_config(config, sources)
         arr = check_image(image)
         q = self._question(question)
-        found = discover_candidates(self.vlm, self.sam, arr, q, cfg, self.cache, progress, cancel)
+        found = self._discover(arr, q, cfg, progress, cancel)
         found.warning = self.warning
         return found
 
@@ -157,7 +202,7 @@ class Rea2Seg:
             torch.manual_seed(self.config.seed)
         arr = check_image(image)
         q = self._question(question)
-        found = discover_candidates(self.vlm, self.sam, arr, q, discovery, self.cache, progress, cancel)
+        found = self._discover(arr, q, discovery, progress, cancel)
         t = time.perf_counter()
         found.candidates = score_candidates(self.scorer, arr, q, found.candidates, cfg, progress, cancel)
         found.timings_ms["scoring"] = (time.perf_counter() - t) * 1000
@@ -167,6 +212,13 @@ class Rea2Seg:
         result.timings_ms["selection"] = (time.perf_counter() - t) * 1000
         result.timings_ms["total"] = (time.perf_counter() - t0) * 1000
         return result
+
+    def _discover(self, image: np.ndarray, question: str, config: DiscoveryConfig, progress, cancel
+                  ) -> SegmentationResult:
+        if isinstance(self.vlm, LisaGenerator):
+            return discover_with_generator(self.vlm, self.sam, image, question, config, self.config.generator,
+                                           self.cache, progress, cancel)
+        return discover_candidates(self.vlm, self.sam, image, question, config, self.cache, progress, cancel)
 
     def _scoring_config(self, mode: str | None, config: ScoringConfig | None) -> ScoringConfig:
         cfg = config or self.config.scoring

@@ -8,12 +8,14 @@ A reply with no usable score marks that candidate unscored and falls back to its
 from __future__ import annotations
 
 import copy
+import json
+
 import numpy as np
 import torch
 from PIL import Image
 
 from .config import ScoringConfig
-from .errors import InputError
+from .errors import InputError, ModelError
 from .models.prompting import chat_inputs, to_device
 from .models.vlm import VLM
 from .parsing import parse_comparative, parse_score
@@ -44,15 +46,60 @@ def comparative_prompt(question: str, numbers) -> str:
     return COMPARATIVE_PROMPT.format(question=question, n=len(numbers), numbered=numbered, first=numbers[0])
 
 
-def _yes_no_ids(vlm: VLM) -> tuple[int, int]:
-    return vlm.token_id("Yes"), vlm.token_id("No")
+# ---- what the scorer is shown, and what a trained scorer answers (one source for scoring and `train-scorer`) -----
+
+def yesno_turn(view: np.ndarray, question: str) -> list:
+    """The yes/no scorer's user turn: the candidate's view, then the prompt."""
+    return [Image.fromarray(view), YESNO_PROMPT.format(question=question)]
 
 
-def _last_logprobs(logits: torch.Tensor, yes: int, no: int) -> tuple[np.ndarray, np.ndarray]:
+def two_image_turn(image: np.ndarray, view: np.ndarray, question: str) -> list:
+    """The two-image yes/no turn: the original, the question, the candidate's view, the prompt."""
+    return [Image.fromarray(image), TWO_IMAGE_PREFIX.format(question=question), Image.fromarray(view),
+            TWO_IMAGE_SUFFIX]
+
+
+def reasoning_turn(view: np.ndarray, question: str) -> list:
+    return [Image.fromarray(view), REASONING_PROMPT.format(question=question)]
+
+
+def comparative_turn(image: np.ndarray, sheet: np.ndarray, question: str, numbers) -> list:
+    """The original, the numbered sheet of all candidates, the prompt naming their numbers."""
+    return [Image.fromarray(image), Image.fromarray(sheet), comparative_prompt(question, numbers)]
+
+
+def yesno_answer(correct: bool) -> str:
+    return "Yes" if correct else "No"
+
+
+def reasoning_answer(score10: int, reasoning: str = "") -> str:
+    """A reasoning reply ending in the score ``parse_score`` reads (the reasoning text is optional)."""
+    return f"{reasoning.strip()} Score: {int(score10)}/10".strip()
+
+
+def comparative_answer(numbers, scores10, reasoning: str = "") -> str:
+    """A comparative reply ending in the JSON ``parse_comparative`` reads."""
+    body = json.dumps({"scores": {str(int(n)): int(s) for n, s in zip(numbers, scores10)}})
+    return f"{reasoning.strip()} {body}".strip()
+
+
+def _yes_no_ids(vlm: VLM) -> tuple[list[int], list[int]]:
+    """The single-token spellings of "Yes" and of "No" ("Yes", " Yes", "yes", "YES"...)."""
+    yes, no = vlm.answer_token_ids("Yes"), vlm.answer_token_ids("No")
+    if set(yes) & set(no):
+        raise ModelError(f"the tokenizer of {vlm.source} spells Yes and No with a shared token; use the reasoning or "
+                         f"comparative mode")
+    return yes, no
+
+
+def _last_logprobs(logits: torch.Tensor, yes: list[int], no: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """From the last position's logits (N, L, V): P(Yes) / (P(Yes) + P(No)) and P(Yes), each answer's probability
+    summed over its spellings' ids."""
     lp = logits[:, -1].float().log_softmax(-1)
-    p_yes = lp[:, yes].exp()
-    rel = torch.sigmoid(lp[:, yes] - lp[:, no])
-    return rel.cpu().numpy(), p_yes.cpu().numpy()
+    lp_yes = lp[:, yes].logsumexp(-1)
+    lp_no = lp[:, no].logsumexp(-1)
+    rel = torch.sigmoid(lp_yes - lp_no)
+    return rel.cpu().numpy(), lp_yes.exp().cpu().numpy()
 
 
 @torch.inference_mode()
@@ -60,14 +107,14 @@ def yesno_scores(vlm: VLM, views: list[np.ndarray], question: str, batch_size: i
                  progress: Progress | None = None, cancel: CancelCheck | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """P(Yes) / (P(Yes) + P(No)) and P(Yes) for each view (the candidate highlighted on the image), ``batch_size``
-    views per forward pass. Returns two (N,) float32 arrays."""
+    views per forward pass; each answer's probability is summed over its single-token spellings. Returns two (N,)
+    float32 arrays."""
     yes, no = _yes_no_ids(vlm)
-    prompt = YESNO_PROMPT.format(question=question)
     rel, py = np.zeros(len(views), np.float32), np.zeros(len(views), np.float32)
     for s in range(0, len(views), batch_size):
         check_cancel(cancel)
         chunk = views[s:s + batch_size]
-        inputs = chat_inputs(vlm, [[Image.fromarray(v), prompt] for v in chunk])
+        inputs = chat_inputs(vlm, [yesno_turn(v, question) for v in chunk])
         with vlm.lock:
             out = vlm.model(**to_device(vlm, inputs), logits_to_keep=1, use_cache=False)
         rel[s:s + len(chunk)], py[s:s + len(chunk)] = _last_logprobs(out.logits, yes, no)
@@ -77,9 +124,7 @@ def yesno_scores(vlm: VLM, views: list[np.ndarray], question: str, batch_size: i
 
 
 def _two_image_inputs(vlm: VLM, image: np.ndarray, views: list[np.ndarray], question: str):
-    base = Image.fromarray(image)
-    return chat_inputs(vlm, [[base, TWO_IMAGE_PREFIX.format(question=question), Image.fromarray(v),
-                              TWO_IMAGE_SUFFIX] for v in views])
+    return chat_inputs(vlm, [two_image_turn(image, v, question) for v in views])
 
 
 @torch.inference_mode()
@@ -194,15 +239,13 @@ def score_candidates(vlm: VLM, image: np.ndarray, question: str, candidates: Can
 
     if mode == "reasoning":
         views = candidate_views(image, out, config)
-        prompt = REASONING_PROMPT.format(question=question)
-        replies = generate_replies(vlm, [[Image.fromarray(v), prompt] for v in views], config.max_new_tokens,
+        replies = generate_replies(vlm, [reasoning_turn(v, question) for v in views], config.max_new_tokens,
                                    config.batch_size, cancel, progress)
         parsed = {i: parse_score(r) for i, r in enumerate(replies)}
         out.reasoning = replies
     else:  # comparative
         sheet = candidate_sheet(image, out, alpha=config.alpha)
-        prompt = comparative_prompt(question, out.numbers)
-        reply = generate_replies(vlm, [[Image.fromarray(image), Image.fromarray(sheet), prompt]],
+        reply = generate_replies(vlm, [comparative_turn(image, sheet, question, out.numbers)],
                                  max(config.max_new_tokens, 24 * n), 1, cancel)[0]
         found = parse_comparative(reply, out.numbers)
         parsed = {i: found.get(i) for i in range(n)}

@@ -35,13 +35,15 @@ def sam_files() -> list[str]:
     return sorted(f for f in folder_paths.get_filename_list(SAM_FOLDER) if f.lower().endswith(SAM_EXTENSIONS))
 
 
-def vlm_dirs() -> list[str]:
-    """Model directories (those holding a ``config.json``) under every ``LLM`` folder, relative to it, with ``/``."""
+def vlm_dirs(adapters: bool = False) -> list[str]:
+    """Model directories (those holding a ``config.json``; with ``adapters`` also LoRA scorer adapters, holding an
+    ``adapter_config.json``) under every ``LLM`` folder, relative to it, with ``/``."""
     import folder_paths
 
     register_model_folders()
+    names = ("config.json", "adapter_config.json") if adapters else ("config.json",)
     dirs = {os.path.dirname(f).replace(os.sep, "/") for f in folder_paths.get_filename_list(VLM_FOLDER)
-            if os.path.basename(f) == "config.json"}
+            if os.path.basename(f) in names}
     return sorted(d for d in dirs if d)
 
 

@@ -3,12 +3,13 @@ ComfyUI's model folders -> ``REA2SEG_MODELS``."""
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from rea2seg.errors import Cancelled, InputError, ModelNotFoundError, Rea2SegError
+from rea2seg.errors import Cancelled, InputError, ModelError, ModelNotFoundError, Rea2SegError
 
 from . import comfy_bridge
 
@@ -45,6 +46,14 @@ class LoadedModels:
     @property
     def warning(self) -> str | None:
         return self.pipe.warning
+
+    def describe(self) -> str:
+        """One line for the node: what is loaded, and where."""
+        s = self.pipe.status()
+        names = f"{Path(s['vlm']).name} + {Path(s['sam']).name}"
+        if not s["scorer_shared"]:
+            names += f", scorer {Path(s['scorer']).name}"
+        return f"loaded {names} on {s['device']} ({s['dtype']})" + (" - random weights" if self.warning else "")
 
     def discovery_config(self, **overrides):
         return replace(self.pipe.config.discovery, **overrides)
@@ -90,20 +99,42 @@ def _missing(what: str, folder: str, name: str, fetch: str) -> ModelNotFoundErro
     return ModelNotFoundError(f"{what} not found: expected {expected} (ComfyUI models/{folder}/{name}); {fetch}")
 
 
+def _hf_download_command(repo_id: str, dest: Path) -> str:
+    """A command that fetches ``repo_id`` into ``dest`` with the Python running ComfyUI (huggingface_hub's ``hf`` CLI
+    comes with this pack's requirements; ``-m`` works where its script is not on PATH, e.g. the portable build)."""
+    return f'"{sys.executable}" -m huggingface_hub.cli.hf download {repo_id} --local-dir "{dest}"'
+
+
+def _reason(e: ModelError) -> str:
+    """Why an engine download failed, without the engine's own advice (which names its CLI, not ComfyUI's)."""
+    from rea2seg.models.download import offline
+
+    if offline():
+        return "HF_HUB_OFFLINE is set, so nothing is downloaded (unset it for ComfyUI to fetch the files)"
+    return str(e).split(";")[0]
+
+
 def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
+    from rea2seg.models.lisa import clip_dir_of, is_lisa_dir
     from rea2seg.models.vlm import download_vlm
 
     name = repo_id.split("/")[-1]
     found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, name)
     if found is not None:
+        if auto_download and is_lisa_dir(found):  # a LISA-format generator also needs its CLIP tower next to it
+            clip_dir_of(found, download=True)
         return found
-    if not auto_download:
-        raise _missing(f"VLM {repo_id}", comfy_bridge.VLM_FOLDER, name,
-                       f"turn on auto_download, or download the Hugging Face repo {repo_id} into that folder")
     dest = comfy_bridge.folders(comfy_bridge.VLM_FOLDER)[0] / name
+    manual = f"or download it yourself: {_hf_download_command(repo_id, dest)}"
+    if not auto_download:
+        raise _missing(f"VLM {repo_id}", comfy_bridge.VLM_FOLDER, name, f"turn on auto_download, {manual}")
     # huggingface_hub reports this download's progress in ComfyUI's console, not on the node
     comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
-    return download_vlm(repo_id, dest)
+    try:
+        return download_vlm(repo_id, dest)
+    except ModelError as e:
+        raise ModelNotFoundError(f"VLM {repo_id} could not be downloaded into {dest}: {_reason(e)}; {manual}") \
+            from None
 
 
 def _preset_hub_segmenter(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
@@ -115,12 +146,18 @@ def _preset_hub_segmenter(repo_id: str, auto_download: bool, node_id: str | None
     found = comfy_bridge.find_in_folders(folder, name)
     if found is not None:
         return found
-    if not auto_download:
-        raise _missing(f"segmenter {repo_id}", folder, name,
-                       f"turn on auto_download, or download the Hugging Face repo {repo_id} into that folder")
     dest = comfy_bridge.folders(folder)[0] / name
+    gated = " (gated: accept its licence on the hub and log in with `hf auth login` first)" \
+        if repo_id == "facebook/sam3" else ""
+    manual = f"or download it yourself{gated}: {_hf_download_command(repo_id, dest)}"
+    if not auto_download:
+        raise _missing(f"segmenter {repo_id}", folder, name, f"turn on auto_download, {manual}")
     comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
-    return download_segmenter(repo_id, dest)
+    try:
+        return download_segmenter(repo_id, dest)
+    except ModelError as e:
+        raise ModelNotFoundError(f"segmenter {repo_id} could not be downloaded into {dest}: {_reason(e)}; {manual}") \
+            from None
 
 
 def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
@@ -133,12 +170,17 @@ def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
     found = comfy_bridge.find_in_folders(comfy_bridge.SAM_FOLDER, ck.filename)
     if found is not None:
         return found
+    dest = comfy_bridge.folders(comfy_bridge.SAM_FOLDER)[0]
+    manual = f'or download it yourself: curl -L -o "{dest / ck.filename}" {ck.url}'
     if not auto_download:
         raise _missing(f"SAM checkpoint {ck.filename}", comfy_bridge.SAM_FOLDER, ck.filename,
-                       f"turn on auto_download, or download {ck.url} into that folder")
+                       f"turn on auto_download, {manual}")
     bar = comfy_bridge.StageProgress(node_id)
-    return download_sam(kind, comfy_bridge.folders(comfy_bridge.SAM_FOLDER)[0],
-                                progress=lambda done, total: bar(f"downloading {ck.filename}", done, total))
+    try:
+        return download_sam(kind, dest, progress=lambda done, total: bar(f"downloading {ck.filename}", done, total))
+    except ModelError as e:
+        raise ModelNotFoundError(f"SAM checkpoint {ck.filename} could not be downloaded into {dest}: {_reason(e)}; "
+                                 f"{manual}") from None
 
 
 def _chosen(kind: str, choice: str, what: str) -> Path:
@@ -191,15 +233,24 @@ class LoadModels:
             "auto_download": ("BOOLEAN", {"default": True, "tooltip": (
                 "Download a preset's missing files into models/LLM and models/sams on first use (several GB; "
                 "verified, never half-written). Off: a missing file is an error naming where it should be.")}),
+        }, "optional": {
+            "scorer": ([FROM_PRESET] + comfy_bridge.vlm_dirs(adapters=True), {"default": FROM_PRESET, "tooltip": (
+                "A different VLM for scoring, from models/LLM: e.g. a scorer trained with `rea2seg train-scorer` "
+                "(its output folder `scorer`, copied there; LoRA adapters load their base model by themselves).")}),
         }, "hidden": {"node_id": "UNIQUE_ID"}}
 
-    def load(self, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id=None):
-        return (engine_call(self._load, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id),)
+    def load(self, preset, vlm, sam, device, dtype, keep_loaded, auto_download, scorer=FROM_PRESET, node_id=None):
+        models = engine_call(self._load, preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id,
+                             scorer)
+        # the node's text tells what this run loaded (replacing e.g. an earlier run's "downloading ...")
+        comfy_bridge.progress_text(node_id, models.describe())
+        return (models,)
 
     @staticmethod
-    def _load(preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id) -> LoadedModels:
+    def _load(preset, vlm, sam, device, dtype, keep_loaded, auto_download, node_id,
+              chosen_scorer=FROM_PRESET) -> LoadedModels:
         from rea2seg import Rea2Seg, presets
-        from rea2seg.testing import MEANINGLESS, ensure_tiny_models
+        from rea2seg.testing import MEANINGLESS, tiny_models_dir, tiny_preset_models
 
         dev = comfy_bridge.compute_device(device)
         warning, scorer, config, name = None, None, None, preset
@@ -209,15 +260,16 @@ class LoadModels:
         else:
             p = presets.get_preset(preset)
             config = p.config
-            if p.random_weights:
-                import folder_paths
-
-                vlm_path, sam_path = ensure_tiny_models(folder_paths.models_dir, p.vlm, p.sam)
+            if p.random_weights:  # built where every door builds them, never among the user's models
+                vlm_path, sam_path, scorer_path = tiny_preset_models(p.vlm, p.sam, p.scorer, tiny_models_dir())
+                scorer = str(scorer_path) if scorer_path else None
                 warning = MEANINGLESS
             else:
                 vlm_path = _preset_vlm(p.vlm, auto_download, node_id)
                 scorer = str(_preset_vlm(p.scorer, auto_download, node_id)) if p.scorer else None
-                sam_path = _preset_sam(p.sam, auto_download, node_id)
+                sam_path = _preset_sam(p.sam, auto_download, node_id) if p.sam else None  # "": the generator's
+        if chosen_scorer not in (None, "", FROM_PRESET):
+            scorer = str(_chosen(comfy_bridge.VLM_FOLDER, chosen_scorer, "scorer folder"))
         key = (str(vlm_path), str(sam_path), scorer, str(dev), dtype, name)
         prev = _LOADED.get(node_id)
         if prev is not None and prev.key == key:
@@ -227,9 +279,9 @@ class LoadModels:
             prev.release()
             prev.pipe.unload()
             del _LOADED[node_id]
-        nbytes = _size_of(vlm_path, sam_path, *([Path(scorer)] if scorer else []))
+        nbytes = _size_of(vlm_path, *([sam_path] if sam_path else []), *([Path(scorer)] if scorer else []))
         comfy_bridge.free_memory(nbytes, dev)
-        pipe = Rea2Seg.from_pretrained(str(vlm_path), str(sam_path), scorer=scorer, device=dev,
+        pipe = Rea2Seg.from_pretrained(str(vlm_path), str(sam_path) if sam_path else None, scorer=scorer, device=dev,
                                        dtype=None if dtype == "auto" else dtype, config=config, name=name,
                                        warning=warning)
         models = LoadedModels(pipe, key, dev, bool(keep_loaded), nbytes)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from rea2seg.config import CANDIDATE_SOURCES, MAX_TOP_K, SCORING_MODES, switch_sources
-from rea2seg.types import SegmentationResult, format_score
+from rea2seg.types import SegmentationResult, format_score, json_score
 
 from . import comfy_bridge, tensors
 from .model_nodes import CATEGORY, LoadedModels, engine_call
@@ -30,10 +30,13 @@ def source_switches(skip: tuple[str, ...] = ()) -> dict:
         for name, what in CANDIDATE_SOURCES.items() if name not in skip}
 
 
-def chosen_sources(models: LoadedModels, switches: dict, **fixed: bool) -> tuple[str, ...]:
-    """The preset's sources with the node's switches (``source_<name>`` inputs) and ``fixed`` ones applied."""
-    wanted = {k[len("source_"):]: {"on": True, "off": False}.get(v) for k, v in switches.items()
-              if k.startswith("source_")}
+def chosen_sources(models: LoadedModels, switches: dict, **fixed: bool) -> tuple[str, ...] | None:
+    """The preset's sources with the node's switches (``source_<name>`` inputs) and ``fixed`` ones applied; None
+    when nothing is switched (the pipeline's own choice)."""
+    wanted = {k[len("source_"):]: {"on": True, "off": False}[v] for k, v in switches.items()
+              if k.startswith("source_") and v in ("on", "off")}
+    if not wanted and not fixed:
+        return None
     return switch_sources(models.pipe.config.discovery.sources, {**wanted, **fixed})
 
 
@@ -45,31 +48,46 @@ class CandidateBatch:
 
 
 def _score_or_zero(value: float) -> float:
-    """The FLOAT socket's value: a score, or 0.0 when there is none (a socket cannot carry 'unscored')."""
-    return 0.0 if value != value else float(value)
+    """The FLOAT socket's value: a score rounded as JSON shows it, or 0.0 when there is none (a socket cannot carry
+    'unscored')."""
+    return json_score(value) or 0.0
 
 
 def describe(item: SegmentationResult, limit: int | None = None) -> str:
-    """Candidates best first, one line each: rank, candidate number (as in the numbered preview), score, how it was
-    scored, and the scorer's reasoning."""
+    """Candidates best first, one numbered list item each, which reads the same as plain text and as Markdown (the
+    editor renders STRING previews as Markdown, where plain lines would run into one paragraph): rank, candidate
+    number (as in the numbered preview), score, how it was scored, and the scorer's reasoning (on one line)."""
     c = item.candidates
-    lines = [f"WARNING: {item.warning}"] if item.warning else []
+    head = [f"Warning: {item.warning}", ""] if item.warning else []
     if not len(c):
-        return "\n".join(lines + ["no candidates found"])
+        return "\n".join(head + ["No candidates found."])
     rows = c.summary()
+    lines = []
     for rank, i in enumerate(c.ranking()[:limit], 1):
         r = rows[i]
         score = format_score(c.scores[i])
         how = f" ({r['scored_by']})" if r["scored_by"] else ""
-        why = f": {r['reasoning'].strip()}" if r["reasoning"].strip() else ""
-        lines.append(f"#{rank} candidate {r['number']}, score {score}{how}, area {r['area']} px{why}")
-    return "\n".join(lines)
+        why = " ".join(r["reasoning"].split())
+        lines.append(f"{rank}. candidate {r['number']}: score {score}{how}, area {r['area']} px"
+                     + (f" - {why}" if why else ""))
+    return "\n".join(head + lines)
 
 
 def describe_batch(batch: CandidateBatch, limit: int | None = None) -> str:
     if len(batch.items) == 1:
         return describe(batch.items[0], limit)
-    return "\n\n".join(f"[image {i + 1}]\n{describe(it, limit)}" for i, it in enumerate(batch.items))
+    return "\n\n".join(f"Image {i + 1}:\n\n{describe(it, limit)}" for i, it in enumerate(batch.items))
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _done_text(items: list[SegmentationResult], verb: str, how: str = "") -> str:
+    """The node's text after a run (replacing the last stage's label): what it produced."""
+    n = sum(len(it.candidates) for it in items)
+    where = f" in {_count(len(items), 'image')}" if len(items) > 1 else ""
+    return f"{verb} {_count(n, 'candidate')}{where}{how}"
 
 
 class DiscoverCandidates:
@@ -114,6 +132,7 @@ class DiscoverCandidates:
                                          cancel=comfy_bridge.interrupted))
         previews = [render.candidate_sheet(it.image, it.candidates) for it in items]
         heatmaps = [render.heatmap_overlay(it.image, it.heatmap) for it in items]
+        comfy_bridge.progress_text(node_id, _done_text(items, "found"))
         return CandidateBatch(items), tensors.image_tensor(previews), tensors.image_tensor(heatmaps)
 
 
@@ -144,6 +163,7 @@ class ScoreCandidates:
                     cancel=comfy_bridge.interrupted)
                 out.append(replace(it, kind="score", question=q, candidates=scored, mode=mode))
         batch = CandidateBatch(out)
+        comfy_bridge.progress_text(node_id, _done_text(out, "scored", f" ({mode})"))
         return batch, describe_batch(batch)
 
 
@@ -246,5 +266,8 @@ class ReasoningSegment:
         overlays = [render.overlay(f, r.mask) for f, r in zip(frames, results)]
         batch = CandidateBatch(results)
         score = min(_score_or_zero(r.score) for r in results)
+        scored = [r.score for r in results if r.score == r.score]  # NaN: unscored
+        comfy_bridge.progress_text(node_id, f"score {format_score(min(scored) if scored else None)} "
+                                            + _done_text(results, "from"))
         return (tensors.mask_tensor([r.mask for r in results]), tensors.image_tensor(overlays), score,
                 describe_batch(batch))

@@ -30,10 +30,13 @@ MODELS = {"preset": "default", "vlm": "(from preset)", "sam": "(from preset)", "
           "keep_loaded": True, "auto_download": True}
 QUESTION = "What is the girl wearing?"
 
-# Each template: nodes as (key, type, (x, y), widget values, title or None); links as (from key, output name, to key,
-# input name). Widgets not given take the node's default.
+# Each template, by its stable slug (the workflow id derives from it): ``file`` is the file name without .json, which
+# ComfyUI's template browser shows as the card's title (it reads no title or description from the JSON; the thumbnail
+# is ``<file>.jpg``); nodes as (key, type, (x, y), widget values, title or None); links as (from key, output name, to
+# key, input name). Widgets not given take the node's default.
 TEMPLATES = {
     "rea2seg_basic": dict(
+        file="Reasoning segmentation step by step",
         title="Reasoning segmentation, step by step",
         note=("Reasoning segmentation in three stages.\n\n"
               "1. Load Rea2Seg Models: preset 'default' downloads Qwen2.5-VL-7B-Instruct into models/LLM and SAM ViT-H "
@@ -67,6 +70,7 @@ TEMPLATES = {
             ("select", "overlay", "save_overlay", "images"), ("select", "score", "show_score", "source"),
         ]),
     "rea2seg_cutout": dict(
+        file="Cut-out and background blur",
         title="Use the mask downstream: cut-out and background blur",
         note=("The one-node Reasoning Segment answers the question with a MASK, which core nodes then use:\n"
               "- Invert Mask + Join Image with Alpha: a PNG cut-out with a transparent background (Join Image with "
@@ -96,6 +100,7 @@ TEMPLATES = {
             ("composite", "IMAGE", "save_blur", "images"), ("segment", "reasoning", "show_reasoning", "source"),
         ]),
     "rea2seg_compare_topk": dict(
+        file="Compare the top-k candidates",
         title="Compare the top-k candidates",
         note=("See the best candidates side by side before trusting one.\n"
               "- Score Candidates in 'reasoning' mode: the VLM explains each score (text output).\n"
@@ -283,7 +288,8 @@ def main(argv=None) -> int:
         base = Path(tmp)
         (base / "custom_nodes").mkdir()
         (base / "custom_nodes" / PACK_ID).symlink_to(REPO_ROOT, target_is_directory=True)
-        server = ComfyServer(ensure_comfyui(), base).start(ready_node="Rea2Seg_LoadModels")
+        comfy_dir, packages = ensure_comfyui(COMFY_VERSION)
+        server = ComfyServer(comfy_dir, base, packages).start(ready_node="Rea2Seg_LoadModels")
         try:
             _, object_info = server.get("/object_info", timeout=60)
         finally:
@@ -292,9 +298,9 @@ def main(argv=None) -> int:
     out.mkdir(exist_ok=True)
     for name, spec in TEMPLATES.items():
         wf = build(name, spec, object_info)
-        (out / f"{name}.json").write_text(json.dumps(wf, indent=2) + "\n")
-        thumbnail(wf, out / f"{name}.jpg")
-        print(f"wrote {out / name}.json and .jpg")
+        (out / f"{spec['file']}.json").write_text(json.dumps(wf, indent=2) + "\n")
+        thumbnail(wf, out / f"{spec['file']}.jpg")
+        print(f"wrote {out / spec['file']}.json and .jpg")
     return 0
 
 

@@ -11,7 +11,31 @@ quiet_pip() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@
 quiet_pip $TORCH_SPEC
 quiet_pip -e ".[all,test]"
 echo "[test.sh] installed in ${SECONDS}s; venv $(du -sh .venv | cut -f1)"
+# The clients the tests drive as users' own: Debian's Chromium (the ComfyUI web frontend, through Playwright) and
+# npm's Node tools (MCP Inspector's CLI, the mcpb bundler, a Node 24 runtime) in .cache/node, never global. apt only
+# for what is missing (CI runs as root on Debian); elsewhere the tests that need them are skipped and say why.
+t0=$SECONDS
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  else
+    echo "[test.sh] cannot install ${missing[*]} (needs root and apt-get)" >&2
+  fi
+fi
+if command -v npm >/dev/null && ! cmp -s scripts/node/package-lock.json .cache/node/.installed-lock.json; then
+  rm -rf .cache/node && mkdir -p .cache/node && cp scripts/node/package.json scripts/node/package-lock.json .cache/node/
+  # `npm install` from the lock file (`npm ci` trips over an optional Windows-only package missing from it)
+  (cd .cache/node && npm install --no-audit --no-fund --loglevel=error)
+  cp scripts/node/package-lock.json .cache/node/.installed-lock.json
+fi
+echo "[test.sh] browser and Node tools ready in $((SECONDS - t0))s"
 .venv/bin/lint-imports --no-cache  # architecture contracts (docs/ARCHITECTURE.md)
-.venv/bin/python scripts/setup_comfyui.py
+t0=$SECONDS
+.venv/bin/python scripts/setup_comfyui.py  # every ComfyUI version available here, with its pinned frontend
+echo "[test.sh] ComfyUI versions ready in $((SECONDS - t0))s"
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest -q -ra "$@"

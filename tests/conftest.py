@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The real-ComfyUI fixtures (one server per ComfyUI version, shared by tests/comfyui/*) as a plugin: a second
+# conftest.py would collide with this one's module name.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "comfyui"))
+pytest_plugins = ["comfy_fixtures"]
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -71,10 +77,9 @@ def image() -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_segmenter_dirs(tiny_dir) -> dict[str, Path]:
     """The tiny SAM 2.1 and SAM 3 checkpoints (hub layout) the tiny-random-sam2/-sam3 presets use."""
-    from rea2seg.testing import ensure_tiny_models
+    from rea2seg.testing import ensure_tiny_segmenter
 
-    return {"sam2": ensure_tiny_models(tiny_dir, "qwen2_5_vl", "sam2")[1],
-            "sam3": ensure_tiny_models(tiny_dir, "qwen3_vl", "sam3")[1]}
+    return {k: ensure_tiny_segmenter(tiny_dir, k) for k in ("sam2", "sam3")}
 
 
 @pytest.fixture(scope="session")

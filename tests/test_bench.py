@@ -32,16 +32,16 @@ def test_bench_quick_prints_the_table_and_json(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     table = p.stdout
     for label in ("reasoning scoring, 8 candidates", "yes/no vs reasoning", "two-image yes/no", "SAM masks",
-                  "second question", "attention maps", "time outside model forwards", "peak RSS",
-                  "SAM 2.1 image encoder", "SAM 3 256-d decoder", "discovery with SAM 3"):
+                  "second question", "attention maps", "time outside model forwards", "peak RSS", "loading the VLM",
+                  "loading the SAM", "SAM 2.1 image encoder", "SAM 3 256-d decoder", "discovery with SAM 3"):
         assert label in table, f"row {label!r} missing:\n{table}"
     assert "target" in table and "met" in table
     doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     rows = {r["key"]: r for r in doc["rows"]}
     assert {"reasoning_batched_vs_loop", "yesno_vs_reasoning", "yesno_batched_vs_loop", "two_image_prefix_cache",
             "sam_batched_vs_loop", "sam_decoder_cpu", "second_question", "e2e_outside_yesno", "peak_rss",
-            "sam2_encoder_share", "sam2_decoder_cpu", "sam3_encoder_share", "sam3_decoder_cpu",
-            "concepts_extra"} <= set(rows)
+            "parquet_mask", "ray_vs_one_process", "load_memory_vlm", "load_memory_sam", "sam2_encoder_share",
+            "sam2_decoder_cpu", "sam3_encoder_share", "sam3_decoder_cpu", "concepts_extra"} <= set(rows)
     assert any(k.startswith("attention_memory_") for k in rows)
     for r in rows.values():
         assert r["ratio"] is not None and r["ratio"] > 0, r
@@ -61,6 +61,9 @@ def test_bench_quick_prints_the_table_and_json(tmp_path):
     found, kept = rows["sam_batched_vs_loop"]["check"].split()[0].split("/")
     assert found == kept
     assert rows["peak_rss"]["check"].endswith("True"), "scoring must share the discovery VLM object"
+    assert rows["parquet_mask"]["check"] == "identical masks: True"
+    same, total = rows["ray_vs_one_process"]["check"].split()[-1].split("/")
+    assert same == total and int(total) > 0, "a Ray run must give the one-process records"
 
 
 @pytest.mark.slow

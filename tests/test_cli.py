@@ -90,6 +90,27 @@ def test_segment_bad_input_one_line(tmp_path, image, question, needle):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "text.png"], "nothing written on failure"
 
 
+def test_unnamed_outputs_go_beside_the_mask_with_the_usual_mode(tiny_dir, tmp_path):
+    """``-o other/dir/m.png``: the overlay (and ``--heatmap`` without a name) are written beside the mask, not in the
+    current folder; every output gets the mode new files get under the umask (0664 under umask 002), not the 0600 of
+    a temporary file."""
+    out = tmp_path / "other" / "dir"
+    out.mkdir(parents=True)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = subprocess.run([sys.executable, "-m", "rea2seg", "segment", str(EXAMPLE), "the cup", "--preset",
+                        "tiny-random", "-o", str(out / "m.png"), "--heatmap", "--json", "--quiet"], capture_output=True,
+                       text=True, cwd=cwd, env=dict(os.environ), timeout=300, preexec_fn=lambda: os.umask(0o002))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["coffee_heatmap.png", "coffee_overlay.png", "m.png"]
+    assert not any(cwd.iterdir()), "nothing lands in the current folder"
+    doc = json.loads(r.stdout)
+    assert doc["overlay_path"] == str(out / "coffee_overlay.png")
+    assert doc["heatmap_path"] == str(out / "coffee_heatmap.png")
+    for p in out.iterdir():
+        assert (p.stat().st_mode & 0o777) == 0o664, (p.name, oct(p.stat().st_mode))
+
+
 @pytest.mark.parametrize("preset, backend", [("tiny-random-sam2", "sam2"), ("tiny-random-sam3", "sam3")])
 def test_segment_cli_with_sam2_and_sam3_presets(tiny_segmenter_dirs, tmp_path, preset, backend):
     mask = tmp_path / "m.png"

@@ -140,6 +140,10 @@ def test_labelme_all_texts_cp1252_and_sgdr_categories(tmp_path):
     assert samples["g1__t0"].category == "Geometric"
     assert samples["c1__t0"].question == "caf\u00e9 sign"
     assert isinstance(samples["x1__t0"], SkippedSample) and "category" in samples["x1__t0"].reason
+    # the SGDR check counts annotation files, not texts
+    check = ds.checks()["sgdr_check"]
+    assert check["found"] == {"Discriminative": 0, "Geometric": 1, "Spatial": 2, "Multi-step": 0}
+    assert check["no_category"] == 1 and not check["matches_published"]
 
 
 def _write_parquet(path: Path, rows: list[dict], schema=None):
@@ -221,7 +225,7 @@ def test_parquet_sgdr_column_mapping_png_mask_rle_and_shapes(tmp_path):
     assert s[0].id == "row00000" and s[0].question == "one" and s[0].is_sentence is True
     np.testing.assert_array_equal(s[0].target, expected)
     assert isinstance(s[1], SkippedSample) and "no polygon" in s[1].reason
-    assert not ds.notes  # polygons keep LISA's ignore regions
+    assert not any("ignore" in n for n in ds.notes)  # polygons keep LISA's ignore regions
 
 
 def coco_rle_string(counts):
@@ -257,3 +261,178 @@ def test_mask_cells_and_categories():
     assert normalize_category("") is None
     with pytest.raises(InputError):
         decode_mask_cell(None)
+
+
+# ---- the ReasonSeg copies people download (Seg-Zero's parquet copies), mask layouts, ReasonSeg-SGDR -------------
+
+#: the published schema of Ricky06662/ReasonSeg_val and ReasonSeg_test (create_reasonseg_hf.py)
+SEGZERO_SCHEMA = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                            ("text", pa.string()), ("mask", pa.list_(pa.list_(pa.bool_()))),
+                            ("image_id", pa.string()), ("ann_id", pa.string()), ("img_height", pa.int64()),
+                            ("img_width", pa.int64())])
+
+
+def _segzero_copy(root: Path, name: str, n: int, seed: int) -> list[np.ndarray]:
+    """``root/<name>/data/test-00000-of-00001.parquet`` in the published schema (both copies name their file test-*)."""
+    rng = np.random.default_rng(seed)
+    rows, masks = [], []
+    for i in range(n):
+        h, w = int(rng.integers(12, 30)), int(rng.integers(12, 30))
+        mask = rng.random((h, w)) < 0.3
+        masks.append(mask)
+        rows.append({"image": {"bytes": _png(np.zeros((h, w, 3), np.uint8)), "path": f"{name}_{i}.jpg"},
+                     "text": f"{name} question {i}", "mask": mask.tolist(), "image_id": f"{name}_{i}",
+                     "ann_id": str(i), "img_height": h, "img_width": w})
+    f = root / name / "data" / "test-00000-of-00001.parquet"
+    f.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SEGZERO_SCHEMA), f)
+    (root / name / "README.md").write_text("---\ndataset_info:\n  splits:\n  - name: test\n---\n")
+    return masks
+
+
+def test_segzero_copies_split_by_their_folder_never_merged(tmp_path):
+    hf = tmp_path / "hf"
+    val_masks = _segzero_copy(hf, "ReasonSeg_val", 2, seed=1)
+    test_masks = _segzero_copy(hf, "ReasonSeg_test", 3, seed=2)
+    val = open_dataset(hf / "ReasonSeg_val")
+    assert val.split == "val" and val.keys() == ["ReasonSeg_val_0", "ReasonSeg_val_1"]
+    assert open_dataset(hf / "ReasonSeg_val", "val").keys() == val.keys()  # --split val on the val copy works
+    note = val.notes[0]
+    assert "read the parquet copy" in note and str(hf / "ReasonSeg_val") in note
+    assert "from the folder name 'ReasonSeg_val'" in note and "test-*" in note  # which copy, and why val
+    with pytest.raises(InputError, match=r"found splits: val \(ReasonSeg_val\)"):
+        open_dataset(hf / "ReasonSeg_val", "test")
+    # a folder holding both copies: each split is its own copy, nothing merged, no ids suffixed
+    assert open_dataset(hf, "val").keys() == val.keys()
+    test = open_dataset(hf, "test")
+    assert test.split == "test" and test.keys() == [f"ReasonSeg_test_{i}" for i in range(3)]
+    assert test.name == "ReasonSeg_test"
+    with pytest.raises(InputError, match="several splits"):
+        open_dataset(hf)
+    assert open_dataset(hf / "ReasonSeg_val" / "data" / "test-00000-of-00001.parquet").split == "val"
+    for sample, mask in zip(test.iter_samples(), test_masks):
+        np.testing.assert_array_equal(sample.target, mask.astype(np.uint8))
+    # two copies of one split are refused, not merged
+    _segzero_copy(hf, "ReasonSeg_test_mirror", 1, seed=3)
+    with pytest.raises(InputError, match="2 copies of split 'test'.*never merged"):
+        open_dataset(hf, "test")
+    # the reports say which copy was read
+    from rea2seg.eval.evaluate import markdown_table, score_predictions
+
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    Image.fromarray(val_masks[0].astype(np.uint8) * 255).save(preds / "ReasonSeg_val_0.png")
+    summary, _ = score_predictions(val, preds)
+    assert any(str(hf / "ReasonSeg_val") in n for n in summary["dataset"]["notes"])
+    assert str(hf / "ReasonSeg_val") in markdown_table(summary, "M")
+
+
+def _arrow_cell(value, type_=None):
+    return pa.array([value], type=type_)
+
+
+def test_mask_column_through_arrow_buffers_equals_python_path():
+    from rea2seg.eval.datasets import mask_from_arrow
+
+    rng = np.random.default_rng(0)
+    for h, w in ((1, 1), (3, 7), (17, 5), (40, 33)):
+        m = rng.random((h, w)) < 0.4
+        cell = _arrow_cell(m.tolist())
+        assert str(cell.type) == "list<item: list<item: bool>>"
+        got = mask_from_arrow(cell)
+        np.testing.assert_array_equal(got, decode_mask_cell(m.tolist()))
+        np.testing.assert_array_equal(got, m.astype(np.uint8))  # rows are rows: no transpose
+        assert got.dtype == np.uint8
+        # a slice of a longer column (offsets into shared buffers)
+        col = pa.array([np.zeros((2, 2), bool).tolist(), m.tolist(), np.ones((3, 1), bool).tolist()])
+        np.testing.assert_array_equal(mask_from_arrow(col.slice(1, 1)), m.astype(np.uint8))
+    lisa = np.zeros((6, 8), np.uint8)
+    lisa[1:4, 2:6] = 1
+    lisa[2, 3] = 255
+    cell = _arrow_cell(lisa.tolist(), pa.list_(pa.list_(pa.uint8())))
+    np.testing.assert_array_equal(mask_from_arrow(cell), lisa)  # 0/1/255 integers keep ignore
+    with pytest.raises(InputError, match="empty cell"):
+        mask_from_arrow(_arrow_cell(None, pa.list_(pa.list_(pa.bool_()))))
+    with pytest.raises(InputError, match="different lengths"):
+        mask_from_arrow(_arrow_cell([[True, False], [True]]))
+
+
+def test_mask_layouts_that_are_not_one_mask_are_named(tmp_path):
+    from rea2seg.eval.datasets import mask_from_arrow
+
+    two = np.zeros((2, 4, 5), bool)
+    with pytest.raises(InputError, match=r"2 per-instance masks \(2x4x5\)"):
+        mask_from_arrow(_arrow_cell(two.tolist()))
+    with pytest.raises(InputError, match=r"2 per-instance masks \(2x4x5\)"):
+        decode_mask_cell(two.tolist())
+    np.testing.assert_array_equal(mask_from_arrow(_arrow_cell(two[:1].tolist())), two[0].astype(np.uint8))
+    rles = [{"size": [4, 5], "counts": [3, 2, 15]}, {"size": [4, 5], "counts": [0, 20]}]
+    with pytest.raises(InputError, match="list of 2 RLE masks"):
+        mask_from_arrow(_arrow_cell(rles))
+    with pytest.raises(InputError, match="list of 2 RLE masks"):
+        decode_mask_cell(rles)
+    polygons = [[10.5, 20.0, 30.0, 20.0, 30.0, 40.0], [1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]]
+    for decode in (lambda c: mask_from_arrow(_arrow_cell(c)), decode_mask_cell):
+        with pytest.raises(InputError, match=r"2 COCO polygon\(s\)"):
+            decode(polygons)
+    with pytest.raises(InputError, match=r"1 COCO polygon"):
+        decode_mask_cell([[10.5, 20.25, 30.0, 20.0]])
+    # in a dataset: the row is reported with the layout, the run goes on
+    h, w = 4, 5
+    rows = [{"image": _png(np.zeros((h, w, 3), np.uint8)), "text": "q", "mask": two.tolist()},
+            {"image": _png(np.zeros((h, w, 3), np.uint8)), "text": "q", "mask": two[:1].tolist()}]
+    _write_parquet(tmp_path / "inst.parquet", rows)
+    out = list(open_dataset(tmp_path / "inst.parquet").iter_samples())
+    assert isinstance(out[0], SkippedSample) and "per-instance masks" in out[0].reason
+    assert isinstance(out[1], Sample)
+
+
+def test_sgdr_categories_checked_against_the_published_counts(tmp_path):
+    from rea2seg.eval.datasets import SGDR_PUBLISHED_COUNTS, sgdr_check
+    from rea2seg.eval.evaluate import markdown_table, score_predictions
+
+    exact = [c for c, n in SGDR_PUBLISHED_COUNTS.items() for _ in range(n)]
+    assert sum(SGDR_PUBLISHED_COUNTS.values()) == 1190
+    ok = sgdr_check(exact)
+    assert ok["matches_published"] and ok["found"] == SGDR_PUBLISHED_COUNTS and not ok["differences"]
+    off = sgdr_check(exact[1:] + ["counting", None])  # one Discriminative fewer, an unknown code, one missing
+    assert not off["matches_published"]
+    assert "Discriminative: 278 found, 279 published (-1)" in off["differences"]
+    assert off["unknown_categories"] == {"counting": 1} and off["no_category"] == 1
+    assert "Counting" not in off["found"] and len(off["found"]) == 4
+
+    h, w = 8, 8
+    img = _png(np.zeros((h, w, 3), np.uint8))
+    mask = np.ones((h, w), bool).tolist()
+    cats = ["Discriminative", "geometry", "spatial", "multi_step", "Counting", "7"]
+    rows = [{"image": img, "text": f"q{i}", "mask": mask, "category": c, "id": f"s{i}"} for i, c in enumerate(cats)]
+    _write_parquet(tmp_path / "sgdr" / "data" / "test-00000-of-00001.parquet", rows)
+    ds = open_dataset(tmp_path / "sgdr", sgdr=True)
+    check = ds.checks()["sgdr_check"]
+    assert check["found"] == {"Discriminative": 1, "Geometric": 1, "Spatial": 1, "Multi-step": 1}
+    assert check["unknown_categories"] == {"Counting": 1, "7": 1}
+    samples = {s.id: s for s in ds.iter_samples()}
+    for sid in ("s4", "s5"):  # reported with the code, not a fifth category
+        assert isinstance(samples[sid], SkippedSample) and "not one of the four SGDR categories" in \
+            samples[sid].reason
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((h, w), 255, np.uint8)).save(preds / f"s{i}.png")
+    summary, _ = score_predictions(ds, preds)
+    assert set(summary["by_category"]) == {"Discriminative", "Geometric", "Spatial", "Multi-step"}
+    assert summary["n_skipped"] == 2 and summary["sgdr_check"]["unknown_categories"] == {"Counting": 1, "7": 1}
+    table = markdown_table(summary, "M")
+    assert "SGDR check: differs from the published counts" in table and "'Counting' (1 rows)" in table
+    assert "Geometric: 1 found, 396 published (-395)" in table
+
+
+def test_a_copy_whose_files_name_several_splits_keeps_them(tmp_path):
+    """The folder name decides only when the files do not tell splits apart (a folder named like a split, holding
+    train/val/test files, keeps each file's split)."""
+    rows = [{"image": _png(np.zeros((4, 4, 3), np.uint8)), "text": "q", "mask": np.ones((4, 4), bool).tolist()}]
+    for split in ("train", "val"):
+        _write_parquet(tmp_path / "my_test_copy" / "data" / f"{split}-00000-of-00001.parquet", rows)
+    assert open_dataset(tmp_path / "my_test_copy", "train").split == "train"
+    with pytest.raises(InputError, match="several splits \\(train, val\\)"):
+        open_dataset(tmp_path / "my_test_copy")

@@ -143,7 +143,9 @@ def test_pipeline_qwen_discovery_internvl_scorer(tiny_paths, internvl_dir, score
     vlm_dir, sam_path = tiny_paths
     config = PipelineConfig(scoring=ScoringConfig(max_new_tokens=16))  # random weights never stop: keep replies short
     pipe = Rea2Seg.from_pretrained(str(vlm_dir), str(sam_path), scorer=str(internvl_dir), device="cpu", config=config)
-    assert pipe.scorer is scorer and pipe.vlm.family == "qwen2_5_vl" and not pipe.status()["scorer_shared"]
+    # one copy of the weights: the pipeline's scorer is a view (its own pixel budget) of the same model
+    assert pipe.scorer.model is scorer.model and pipe.scorer.lock is scorer.lock
+    assert pipe.vlm.family == "qwen2_5_vl" and not pipe.status()["scorer_shared"]
     q = "the red circle"
     for mode in MODES:
         r = pipe.segment(image, q, top_k=2, mode=mode)

@@ -110,7 +110,7 @@ def test_agent_loop_ends_with_image_and_mask_artifact(tools, files):
     assert {"box_xyxy", "score", "reasoning", "image_size", "result_id"} <= set(summary)
     assert summary["image_size"] == [96, 72]
     img = Image.open(io.BytesIO(base64.b64decode(tm[0].content[1]["base64"])))
-    assert tm[0].content[1]["mime_type"] == "image/png" and img.size == (96, 72)
+    assert tm[0].content[1]["mime_type"] == "image/jpeg" and img.format == "JPEG" and img.size == (96, 72)
     art = tm[0].artifact
     assert isinstance(art, SegmentationResult) and art.result_id == summary["result_id"]
     assert art.mask.dtype == bool and art.mask.shape == (72, 96)
@@ -178,7 +178,57 @@ def test_toolkit_rejects_bad_configuration(files, toolkit):
         Rea2SegToolkit(pipeline=toolkit.pipeline, allowed_dirs=[str(files["allowed"] / "nope")])
     with pytest.raises(ValueError, match="either preset= or pipeline="):
         Rea2SegToolkit(preset="tiny-random", pipeline=toolkit.pipeline)
-    shared = Rea2SegToolkit(pipeline=toolkit.pipeline, allowed_dirs=[str(files["allowed"])], include_image=False)
+    shared = Rea2SegToolkit(pipeline=toolkit.pipeline, allowed_dirs=[str(files["allowed"])], image_content="none")
     msg = shared.get_tools()[0].invoke(tool_call("reasoning_segment", {"image_path": str(files["image"]),
                                                                          "question": "q"}))
     assert [b["type"] for b in msg.content] == ["text"] and msg.artifact.mask.shape == (72, 96)
+
+
+# Stand-ins named like the integrations' classes, with the attribute that decides (no provider package needed).
+class ChatOpenAI:
+    def __init__(self, use_responses_api=None):
+        self.use_responses_api = use_responses_api
+
+
+class ChatAnthropic:
+    pass
+
+
+class ChatGoogleGenerativeAI:
+    pass
+
+
+@pytest.mark.parametrize("chat_model, image_content, blocks", [
+    (None, "auto", ["text", "image"]),
+    (ChatAnthropic(), "auto", ["text", "image"]),
+    (ChatGoogleGenerativeAI(), "auto", ["text", "image"]),
+    (ChatOpenAI(use_responses_api=True), "auto", ["text", "image"]),
+    (ChatOpenAI(), "auto", ["text"]),  # Chat Completions takes only text parts in a tool message
+    (ChatOpenAI(), "block", ["text", "image"]),
+    (ChatAnthropic(), "none", ["text"]),
+])
+def test_image_content_follows_what_the_chat_model_accepts(toolkit, files, chat_model, image_content, blocks):
+    kit = Rea2SegToolkit(pipeline=toolkit.pipeline, allowed_dirs=[str(files["allowed"])], chat_model=chat_model,
+                         image_content=image_content)
+    msg = kit.get_tools()[0].invoke(tool_call("reasoning_segment", {"image_path": str(files["image"]),
+                                                                      "question": "q"}))
+    assert [b["type"] for b in msg.content] == blocks
+
+
+def test_messages_speak_langchain_not_server_flags(toolkit, files, tmp_path):
+    """The shared engine service words its fixes for the door: a LangChain user has no server and no flags."""
+    seg = {t.name: t for t in toolkit.get_tools()}["reasoning_segment"]
+    texts = [seg.invoke(tool_call("reasoning_segment", {"image_path": str(files["secret"]), "question": "q"})).content,
+             Rea2SegToolkit(pipeline=toolkit.pipeline).get_tools()[0].invoke(tool_call(
+                 "reasoning_segment", {"image_path": str(files["image"]), "question": "q"})).content,
+             {t.name: t for t in toolkit.get_tools()}["score_candidates"].invoke(tool_call(
+                 "score_candidates", {"result_id": "r0123456789ab"})).content,
+             seg.invoke(tool_call("reasoning_segment", {"image_path": str(files["image"]), "question": "q",
+                                                        "top_k": 10 ** 9})).content]
+    with pytest.raises(ValueError) as missing_dir:
+        Rea2SegToolkit(pipeline=toolkit.pipeline, allowed_dirs=[str(tmp_path / "nope")])
+    texts.append(str(missing_dir.value))
+    for text in texts:
+        assert "server" not in text and "--" not in text and "\n" not in text, text
+    assert "allowed_dirs" in texts[0] and "allowed_dirs" in texts[1] and "max_results" in texts[2]
+    assert texts[3].startswith("invalid arguments: top_k: Input should be less than or equal to 64")

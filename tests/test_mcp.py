@@ -45,7 +45,8 @@ CALL_TIMEOUT = 120
 
 def server_env() -> dict[str, str]:
     """What the server needs besides the SDK's minimal inherited environment (as Claude Desktop gives it)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(("REA2SEG_", "HF_", "TRANSFORMERS_", "XDG_"))}
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("REA2SEG_", "HF_", "TRANSFORMERS_", "XDG_")) or k == "PYTHONPATH"}  # a checkout's tree
     env.pop("REA2SEG_ALLOWED_DIRS", None)
     env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", HOME=os.environ.get("HOME", "/tmp"))
     return env
@@ -149,7 +150,7 @@ def http_server(files, tmp_path_factory):
         while True:
             assert proc.poll() is None, f"HTTP server exited: {(logs / 'http-stderr.txt').read_text()[-2000:]}"
             try:
-                if httpx.post(url, json={}, timeout=1).status_code == 401:
+                if httpx.post(url, json={}, timeout=1).status_code == 403:
                     break
             except httpx.HTTPError:
                 pass
@@ -199,8 +200,8 @@ def error_text(result) -> str:
     return text
 
 
-def decode_image(block) -> Image.Image:
-    assert block.type == "image" and block.mime_type == "image/png"
+def decode_image(block, mime_type: str = "image/jpeg") -> Image.Image:
+    assert block.type == "image" and block.mime_type == mime_type
     data = base64.b64decode(block.data)
     assert len(data) < 512 * 1024, f"preview is {len(data)} bytes"
     img = Image.open(io.BytesIO(data))
@@ -252,7 +253,7 @@ def test_segment_then_get_mask(conn, files):
 
     r = conn.call("get_mask", {"result_id": rid})
     assert [c.type for c in r.content] == ["text", "image"]
-    assert np.array_equal(np.asarray(decode_image(r.content[1])) != 0, mask)
+    assert np.array_equal(np.asarray(decode_image(r.content[1], "image/png")) != 0, mask)
 
     res = conn.run(conn.session.read_resource, data["mask_uri"])
     blob = res.contents[0]
@@ -336,7 +337,8 @@ def test_server_status(conn, files):
     assert st["transport"] == conn.name
     assert st["allowed_dirs"] == [str(files["allowed"].resolve())]
     assert st["output_dir"] == str(files["out"].resolve())
-    assert isinstance(st["models"], dict) and "error" not in st["models"]
+    models = st["models"]  # typed: state, names, device (earlier tests in this module loaded the models)
+    assert models["state"] == "ready" and models["error"] is None and models["name"] == "tiny-random"
     assert st["engine"]["running"] == 0 and st["engine"]["waiting"] == 0
 
 
@@ -350,11 +352,20 @@ def test_http_large_image_preview_stays_small(http_conn, files):
     assert sum(len(c.text if c.type == "text" else c.data) for c in r.content) < 1024 * 1024
 
 
-def test_http_requires_the_token(http_server):
+def test_http_requires_the_token_without_inviting_oauth(http_server):
+    """A missing or wrong token: 403 with the server's own one-line message and no WWW-Authenticate (a 401 makes
+    TypeScript-SDK clients start OAuth, see mcp_server/http_auth.py); the OAuth metadata paths: 404, token or not."""
     url = http_server["url"]
-    assert httpx.post(url, json={}).status_code == 401
-    assert httpx.post(url, json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.post(url, json={}, headers={"Authorization": TOKEN}).status_code == 401
+    for headers, problem in (({}, "no token was sent"), ({"Authorization": "Bearer wrong"}, "the token is wrong"),
+                             ({"Authorization": TOKEN}, "the token is wrong")):
+        r = httpx.post(url, json={}, headers=headers)
+        assert r.status_code == 403 and "www-authenticate" not in r.headers
+        assert r.json()["error_description"].startswith(f"{problem}: send the server's token")
+    base = url.rsplit("/mcp", 1)[0]
+    for path in ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource",
+                 "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        assert httpx.get(base + path).status_code == 404
+    assert httpx.post(base + "/register", json={}).status_code == 403
 
 
 def test_http_queue_bound_gives_busy(http_conn, files):

@@ -87,9 +87,14 @@ def test_missing_directory_and_special_files(tree):
 
 
 def test_no_allowed_dirs_refuses_everything_with_the_fix(tree):
+    """The fix is worded by the door (an MCP server's flag, a toolkit's argument); the default names no door."""
+    from rea2seg.serve.messages import DoorWording
+
     allowed, _ = tree
-    with pytest.raises(InputError, match="--allowed-dir"):
+    with pytest.raises(InputError, match="configure at least one allowed directory$"):
         AllowedDirs([]).check_file(str(allowed / "a.png"))
+    with pytest.raises(InputError, match="; pass allowed_dirs=X$"):
+        AllowedDirs([]).check_file(str(allowed / "a.png"), wording=DoorWording(no_dirs="pass allowed_dirs=X"))
 
 
 def test_configuration_errors_and_env(tree, monkeypatch):
@@ -114,7 +119,10 @@ def test_output_dir_names(tmp_path, tree):
     (tmp_path / "out" / "planted.png").symlink_to(outside / "secret.png")
     with pytest.raises(InputError, match="symlink"):
         out.file("planted.png")
-    with pytest.raises(InputError, match="--output-dir"):
+    with pytest.raises(InputError, match="nothing can be saved; configure an output directory$"):
         OutputDir(None).file("x")
+    from mcp_server.tools import MCP_WORDING
+    with pytest.raises(InputError, match="start the server with --output-dir DIR$"):
+        OutputDir(None).file("x", wording=MCP_WORDING)
     with pytest.raises(InputError, match="does not exist"):
         OutputDir(tmp_path / "nope")

@@ -88,6 +88,8 @@ def _model_cases(tiny_paths, tmp: Path) -> list[tuple[str, str, object, str]]:
     shutil.copytree(vlm_dir, no_weights)
     (no_weights / "model.safetensors").unlink()
     bench_named_tiny = build_tiny_sam(tmp / "sam_vit_b_mislabelled.pth")
+    from tiny_internvl import build_tiny_internvl
+    internvl = build_tiny_internvl(tmp / "internvl3-hf")
     return [
         ("missing-sam", "a missing SAM checkpoint",
          lambda: Rea2Seg.from_pretrained(str(vlm_dir), str(tmp / "sam_vit_h_4b8939.pth")), "ModelNotFoundError"),
@@ -101,6 +103,8 @@ def _model_cases(tiny_paths, tmp: Path) -> list[tuple[str, str, object, str]]:
          lambda: Rea2Seg.from_pretrained(str(no_proc), str(sam_path)), "CheckpointError"),
         ("vlm-no-weights", "a VLM directory without weights",
          lambda: Rea2Seg.from_pretrained(str(no_weights), str(sam_path)), "CheckpointError"),
+        ("discovery-family", "a discovery VLM whose image tokens are not a known grid (InternVL3-hf)",
+         lambda: Rea2Seg.from_pretrained(str(internvl), str(sam_path)), "ModelError"),
         ("unknown-preset", "an unknown preset name", lambda: Rea2Seg.from_preset("huge"), "InputError"),
         ("missing-sam3", "a missing SAM 2.1 / SAM 3 (hub id, offline)",
          lambda: Rea2Seg.from_pretrained(str(vlm_dir), "facebook/sam3"), "ModelNotFoundError"),
@@ -192,6 +196,24 @@ def test_atomic_write_never_clobbers(tmp_path):
     assert p.read_bytes() == b"mine" and [x.name for x in tmp_path.iterdir()] == ["keep.png"]
     atomic_write_bytes(p, b"theirs", overwrite=True)
     assert p.read_bytes() == b"theirs"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    """Outputs are created like any new file (0666 less the umask), for a new file and a replaced one."""
+    import os
+
+    from rea2seg.images import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write_bytes(tmp_path / "out.png", b"data")
+        assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+        atomic_write_bytes(path, b"new", overwrite=True)
+        assert path.read_bytes() == b"new" and (path.stat().st_mode & 0o777) == 0o666 & ~umask
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"], "no temporary file left behind"
 
 
 def test_trust_remote_code_off_by_default(tiny_paths, tmp_path):

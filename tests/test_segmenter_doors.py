@@ -51,7 +51,7 @@ def test_mcp_segment_discover_and_status(pipelines, scene_path, backend):
     assert "sources" in props and "sources" in tools["discover_candidates"].input_schema["properties"]
     assert "concepts" in json.dumps(props["sources"])  # the names are published to the client
     models = status.structured_content["models"]
-    assert models["segmenter"]["backend"] == backend and models["segmenter"]["kind"] == seg_kind(backend)
+    assert models["segmenter"]["backend"] == backend and models["segmenter"]["kind"] == pipe.sam.path.name
     assert models["sources"] == (["attention", "concepts"] if backend == "sam3" else ["attention"])
     for r in (seg, found, only_attention):
         assert not r.is_error, r.content[0].text
@@ -63,10 +63,6 @@ def test_mcp_segment_discover_and_status(pipelines, scene_path, backend):
         assert bad.is_error and "needs SAM 3" in bad.content[0].text
     else:
         assert not bad.is_error and "attention" not in bad.structured_content["timings_ms"]
-
-
-def seg_kind(backend: str) -> str:
-    return {"sam2": "tiny-random-sam2.1", "sam3": "tiny-random-sam3"}[backend]
 
 
 def test_mcp_refuses_unknown_sources_before_running(pipelines, scene_path):

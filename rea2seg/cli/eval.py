@@ -2,12 +2,13 @@
 training set (the work is in ``rea2seg.eval``)."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 from ..config import SCORING_MODES
 from ..errors import InputError, OutputExistsError
-from .common import add_model_arguments, build_pipeline
+from .common import add_model_arguments, add_ray_arguments, build_pipeline, model_info, ray_options
 
 
 def register_cli(subparsers) -> None:
@@ -45,13 +46,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(p)
+    add_ray_arguments(p)
     p.set_defaults(func=run_cli)
-
-
-def _model_info(args) -> dict:
-    """The model choice recorded in run.json (a resumed run must use the same)."""
-    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "sam_kind", "scorer", "dtype", "sources")}
-    return {k: v for k, v in info.items() if v is not None}
 
 
 def run_cli(args) -> int:
@@ -68,9 +64,13 @@ def run_cli(args) -> int:
         raise InputError("--predictions and --export-scoring are separate modes; use one")
     if args.top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    ray = ray_options(args)
+    factory = functools.partial(build_pipeline, args)
     dataset = open_dataset(args.dataset, args.split, kind=args.kind, columns=parse_column_mapping(args.columns),
                            texts=args.texts, sgdr=args.sgdr)
     if args.predictions:
+        if ray is not None:
+            raise InputError("--predictions scores existing masks without models; --ray does not apply")
         summary, records = score_predictions(dataset, args.predictions, limit=args.limit, progress=not args.quiet)
         table = markdown_table(summary, args.name or summary["method"])
         if args.out:
@@ -87,8 +87,8 @@ def run_cli(args) -> int:
         return 0
     if args.export_scoring:
         summary = export_scoring_data(None, dataset, args.export_scoring, limit=args.limit, force=args.force,
-                                      model_info=_model_info(args), progress=not args.quiet,
-                                      pipeline_factory=lambda: build_pipeline(args))
+                                      model_info=model_info(args), progress=not args.quiet,
+                                      pipeline_factory=factory, ray=ray)
         print(json.dumps(summary, ensure_ascii=False) if args.json else
               f"wrote {summary['n_samples']} samples, {summary['n_candidates']} candidates to "
               f"{args.export_scoring} ({summary['n_skipped']} skipped)")
@@ -100,8 +100,8 @@ def run_cli(args) -> int:
     try:
         summary = evaluate_pipeline(None, dataset, args.out, top_k=args.top_k, limit=args.limit, mode=args.mode,
                                     merge=args.merge, save_masks=not args.no_masks, force=args.force,
-                                    model_info=_model_info(args), method=method, progress=not args.quiet,
-                                    pipeline_factory=lambda: build_pipeline(args))
+                                    model_info=model_info(args), method=method, progress=not args.quiet,
+                                    pipeline_factory=factory, ray=ray)
     except KeyboardInterrupt:
         return 130
     if args.json:

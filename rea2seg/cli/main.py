@@ -1,4 +1,5 @@
-"""The ``rea2seg`` command line: ``segment`` (here), ``eval`` (``cli/eval.py``), ``models`` (``cli/models.py``)."""
+"""The ``rea2seg`` command line: ``segment`` (here), ``batch`` (``cli/batch.py``), ``eval`` (``cli/eval.py``),
+``models`` (``cli/models.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,16 @@ from ..errors import InputError, OutputExistsError, Rea2SegError
 
 # ---- segment ---------------------------------------------------------------------------------------------------------
 
-def _default_out(image: str, suffix: str) -> Path:
-    return Path.cwd() / f"{Path(image).stem}_{suffix}.png"
+def _output_paths(args) -> tuple[Path, Path, Path | None]:
+    """Mask, overlay and (if asked for) heat-map paths. Unnamed outputs go beside the mask (``-o``), else in the
+    current folder, as ``<image stem>_overlay.png`` / ``_heatmap.png``."""
+    stem = Path(args.image).stem
+    mask = Path(args.output) if args.output else Path.cwd() / f"{stem}_mask.png"
+    overlay = Path(args.overlay) if args.overlay else mask.parent / f"{stem}_overlay.png"
+    heatmap = None
+    if args.heatmap:
+        heatmap = mask.parent / f"{stem}_heatmap.png" if args.heatmap is True else Path(args.heatmap)
+    return mask, overlay, heatmap
 
 
 def cmd_segment(args) -> int:
@@ -28,9 +37,8 @@ def cmd_segment(args) -> int:
 
     check_top_k(args.top_k)
     check_mode(args.mode)
-    mask_path = Path(args.output) if args.output else _default_out(args.image, "mask")
-    overlay_path = Path(args.overlay) if args.overlay else _default_out(args.image, "overlay")
-    outputs = [mask_path, overlay_path] + ([Path(args.heatmap)] if args.heatmap else [])
+    mask_path, overlay_path, heatmap_path = _output_paths(args)
+    outputs = [mask_path, overlay_path] + ([heatmap_path] if heatmap_path else [])
     for p in outputs:  # fail before any model work, and write nothing
         if p.exists() and not args.force:
             raise OutputExistsError(f"{p} exists; pass --force to replace it, or choose another name with -o/--overlay")
@@ -43,13 +51,13 @@ def cmd_segment(args) -> int:
                           progress=stderr_progress(args.quiet))
     save_mask(mask_path, result.mask, overwrite=args.force)
     save_image(overlay_path, overlay(image, result.mask), overwrite=args.force)
-    if args.heatmap:
-        save_image(args.heatmap, heatmap_overlay(image, result.heatmap), overwrite=args.force)
+    if heatmap_path:
+        save_image(heatmap_path, heatmap_overlay(image, result.heatmap), overwrite=args.force)
     if result.warning:
         print(f"[rea2seg] warning: {result.warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(mask_path=str(mask_path), overlay_path=str(overlay_path),
-                                        **({"heatmap_path": str(args.heatmap)} if args.heatmap else {})),
+                                        **({"heatmap_path": str(heatmap_path)} if heatmap_path else {})),
                          ensure_ascii=False))
     else:
         print(f"mask: {mask_path}  overlay: {overlay_path}  score: {format_score(result.score)}  box: "
@@ -60,14 +68,16 @@ def cmd_segment(args) -> int:
 # ---- main ------------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .batch import register_cli as register_batch
     from .common import add_model_arguments
     from .eval import register_cli as register_eval
     from .models import register_cli as register_models
+    from .train import register_cli as register_train
 
     parser = argparse.ArgumentParser(prog="rea2seg", description="Reasoning segmentation: image + question -> mask.")
     parser.add_argument("--version", action="version", version=f"rea2seg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,eval,models}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,batch,eval,train-scorer,models}")
 
     seg = sub.add_parser("segment", help="segment the region of IMAGE that answers QUESTION",
                          description="Segment the region of IMAGE that answers QUESTION; writes the mask PNG "
@@ -82,14 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", default=None, metavar="MASK.png",
                      help="mask PNG (default: ./<image stem>_mask.png)")
     seg.add_argument("--overlay", default=None, metavar="OVERLAY.png",
-                     help="overlay PNG (default: ./<image stem>_overlay.png)")
-    seg.add_argument("--heatmap", default=None, metavar="HEAT.png", help="also save the attention heat map")
+                     help="overlay PNG (default: <image stem>_overlay.png beside the mask)")
+    seg.add_argument("--heatmap", nargs="?", const=True, default=None, metavar="HEAT.png",
+                     help="also save the attention heat map (default name: <image stem>_heatmap.png beside the mask)")
     seg.add_argument("--json", action="store_true", help="print one JSON object with the result")
     seg.add_argument("--force", action="store_true", help="overwrite existing output files")
     seg.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     seg.set_defaults(func=cmd_segment)
 
+    register_batch(sub)
     register_eval(sub)
+    register_train(sub)
     register_models(sub)
     return parser
 

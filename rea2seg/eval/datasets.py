@@ -60,14 +60,15 @@ def lisa_mask_from_shapes(shapes: Sequence[dict], height: int, width: int) -> tu
 class Sample:
     """One evaluation sample.
 
-    image: (H, W, 3) uint8. target: (H, W) uint8, 0 background / 1 target / 255 ignore. is_sentence: LISA's
+    image: (H, W, 3) uint8. target: (H, W) uint8, 0 background / 1 target / 255 ignore (None for unlabelled input:
+    ``rea2seg batch``). is_sentence: LISA's
     long-query flag (None if the data has none). category: e.g. an SGDR category (None if the data has none).
     """
 
     id: str
     question: str
     image: np.ndarray
-    target: np.ndarray
+    target: np.ndarray | None
     is_sentence: bool | None = None
     category: str | None = None
     image_path: str | None = None
@@ -88,7 +89,46 @@ def safe_key(text: str) -> str:
     return key or "sample"
 
 
-def _unique(keys: list[str]) -> list[str]:
+#: ReasonSeg-SGDR's published sample counts per category (1,190 in all).
+SGDR_PUBLISHED_COUNTS = {"Discriminative": 279, "Geometric": 396, "Spatial": 270, "Multi-step": 245}
+
+
+def check_sgdr_category(category: str, raw) -> None:
+    """``InputError`` for a category code outside SGDR's four: such a sample is reported, never a fifth category."""
+    if category not in SGDR_CATEGORIES:
+        raise InputError(f"category {raw!r} is not one of the four SGDR categories ({', '.join(SGDR_CATEGORIES)}); "
+                         f"the sample is reported and left out, not counted as a fifth category (if another "
+                         f"column holds the category, map it with --columns category=COLUMN)")
+
+
+def sgdr_check(raw_values: Sequence) -> dict:
+    """Compare a dataset's categories with ReasonSeg-SGDR's published ones: the counts found per category, what
+    differs from the published counts, codes outside the four (with their counts), rows without a category."""
+    found = {c: 0 for c in SGDR_CATEGORIES}
+    unknown: dict[str, int] = {}
+    missing = 0
+    for raw in raw_values:
+        cat = normalize_category(raw)
+        if cat is None:
+            missing += 1
+        elif cat in found:
+            found[cat] += 1
+        else:
+            unknown[str(raw)] = unknown.get(str(raw), 0) + 1
+    differences = [f"{c}: {found[c]} found, {n} published ({found[c] - n:+d})"
+                   for c, n in SGDR_PUBLISHED_COUNTS.items() if found[c] != n]
+    total = len(raw_values)
+    if total != sum(SGDR_PUBLISHED_COUNTS.values()):
+        differences.append(f"total: {total} rows, {sum(SGDR_PUBLISHED_COUNTS.values())} published")
+    differences += [f"category code {code!r} ({n} rows) is not one of the four; those rows are skipped"
+                    for code, n in unknown.items()]
+    if missing:
+        differences.append(f"{missing} rows have no category; they are skipped")
+    return {"published": dict(SGDR_PUBLISHED_COUNTS), "found": found, "total": total, "unknown_categories": unknown,
+            "no_category": missing, "matches_published": not differences, "differences": differences}
+
+
+def unique_keys(keys: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for k in keys:
@@ -168,6 +208,26 @@ class EvalDataset:
         """What makes two runs comparable (stored in a run's ``run.json``)."""
         return {"kind": self.kind, "name": self.name, "split": self.split}
 
+    def checks(self) -> dict:
+        """Facts about the data a report must carry (``sgdr_check`` for ReasonSeg-SGDR), {} if none."""
+        return {"sgdr_check": self.sgdr_check} if getattr(self, "sgdr_check", None) else {}
+
+    def run_sgdr_check(self) -> dict:
+        """Check the categories against ReasonSeg-SGDR's published ones; the result goes in every report (summary
+        ``sgdr_check``, a line of the table's notes)."""
+        self.sgdr_check = sgdr_check(self.category_values())
+        if self.sgdr_check["matches_published"]:
+            self.notes.append("SGDR check: the four categories and their counts match the published ones ("
+                              + ", ".join(f"{c} {n}" for c, n in SGDR_PUBLISHED_COUNTS.items()) + ")")
+        else:
+            self.notes.append("SGDR check: differs from the published counts: "
+                              + "; ".join(self.sgdr_check["differences"]))
+        return self.sgdr_check
+
+    def category_values(self) -> list:
+        """The raw category of every row (None where there is none); for the SGDR check."""
+        raise NotImplementedError
+
     def __len__(self) -> int:
         return len(self.keys())
 
@@ -224,7 +284,7 @@ class LabelMeDataset(EvalDataset):
             for t in range(n_texts):
                 key = base if self.texts == "first" else f"{base}__t{t}"
                 index.append((key, files.get("json"), files.get("image"), t))
-        keys = _unique([k for k, *_ in index])
+        keys = unique_keys([k for k, *_ in index])
         return [(k, *rest) for k, (_, *rest) in zip(keys, index)]
 
     def keys(self) -> list[str]:
@@ -233,15 +293,34 @@ class LabelMeDataset(EvalDataset):
         return [k for k, *_ in self._index]
 
     def iter_samples(self, keys: Iterable[str] | None = None) -> Iterator[Sample | SkippedSample]:
-        self.keys()
-        wanted = None if keys is None else set(keys)
-        for key, json_path, image_path, t in self._index or []:
-            if wanted is not None and key not in wanted:
-                continue
+        index = self._index if self._index is not None else self._indexed()
+        picks = index if keys is None else in_key_order(index, keys, self._positions())
+        for key, json_path, image_path, t in picks:
             try:
                 yield self._load(key, json_path, image_path, t)
             except InputError as e:
                 yield SkippedSample(key, str(e))
+
+    def _indexed(self):
+        self.keys()
+        return self._index
+
+    def _positions(self) -> dict[str, int]:
+        if getattr(self, "_pos", None) is None:
+            self._pos = {k: i for i, (k, *_) in enumerate(self._indexed())}
+        return self._pos
+
+    def category_values(self) -> list:
+        values = []
+        for key, json_path, _, t in self._indexed():
+            if t:  # one value per annotation file, not per text (--texts all)
+                continue
+            try:
+                anno = _read_json(json_path) if json_path is not None else {}
+                values.append(self._category(anno if isinstance(anno, dict) else {}, json_path)[1])
+            except InputError:
+                values.append(None)
+        return values
 
     def _load(self, key: str, json_path: Path | None, image_path: Path | None, t: int) -> Sample:
         if json_path is None:
@@ -268,24 +347,33 @@ class LabelMeDataset(EvalDataset):
             raise InputError(f"{json_path.name}: {e}") from None
         if n_polys == 0:
             raise InputError(f"{json_path.name} has no polygon")
-        category = None
-        if self.category_key:
-            category = normalize_category(anno.get(self.category_key))
-        else:
-            for k in self.CATEGORY_KEYS:
-                if anno.get(k) is not None:
-                    category = normalize_category(anno[k])
-                    break
+        category, raw = self._category(anno, json_path)
+        if self.require_category:
             if category is None:
-                for part in json_path.relative_to(self.folder).parts[:-1][::-1]:
-                    if normalize_category(part) in SGDR_CATEGORIES:
-                        category = normalize_category(part)
-                        break
-        if self.require_category and category is None:
-            raise InputError(f"{json_path.name} has no category (looked for keys {list(self.CATEGORY_KEYS)} and "
-                             f"category folders); pass the key with --columns category=KEY")
+                raise InputError(f"{json_path.name} has no category (looked for keys {list(self.CATEGORY_KEYS)} and "
+                                 f"category folders); pass the key with --columns category=KEY")
+            check_sgdr_category(category, raw)
         return Sample(key, texts[t], image, target, _as_bool(anno.get("is_sentence")), category, str(image_path),
                       texts)
+
+    def _category(self, anno: dict, json_path: Path | None) -> tuple[str | None, object]:
+        """(normalised category, raw value) from the JSON key, else from a parent folder named after a category."""
+        keys = [self.category_key] if self.category_key else list(self.CATEGORY_KEYS)
+        for k in keys:
+            if anno.get(k) is not None:
+                if normalize_category(anno[k]) is not None or self.category_key:
+                    return normalize_category(anno[k]), anno[k]
+                break
+        if not self.category_key and json_path is not None:
+            for part in json_path.relative_to(self.folder).parts[:-1][::-1]:
+                if normalize_category(part) in SGDR_CATEGORIES:
+                    return normalize_category(part), part
+        return None, None
+
+
+def in_key_order(index: list, keys: Iterable[str], positions: dict[str, int]) -> list:
+    """The entries of ``index`` for ``keys`` (unknown keys ignored), in dataset order."""
+    return [index[i] for i in sorted({positions[k] for k in keys if k in positions})]
 
 
 def _read_json(path: Path):
@@ -348,7 +436,7 @@ class ParquetDataset(EvalDataset):
     kind = "parquet"
 
     def __init__(self, files: list[Path], split: str | None, name: str, columns: dict[str, str] | None = None,
-                 texts: str = "first", require_category: bool = False) -> None:
+                 texts: str = "first", require_category: bool = False, targets: bool = True) -> None:
         super().__init__(name, split)
         import pyarrow.parquet as pq  # noqa: F401  (fail early with a clear error)
 
@@ -357,9 +445,14 @@ class ParquetDataset(EvalDataset):
         self.files = files
         self.texts = texts
         self.require_category = require_category
+        self.targets = targets  # False: images and questions only (rea2seg batch); Sample.target is None
         self.columns = self._resolve_columns(columns or {})
+        if not targets:
+            self.columns = {r: c for r, c in self.columns.items() if r not in ("mask", "shapes")}
         self._keys: list[str] | None = None
-        if "mask" in self.columns and "shapes" not in self.columns:
+        self._group = None  # (file index, row group index, its table): the last row group read
+        self._starts: dict[int, list[int]] = {}  # file index -> first row of each row group
+        if self.targets and "mask" in self.columns and "shapes" not in self.columns:
             self.notes.append("masks read from the parquet mask column; if it was made with mask.astype(bool) "
                               "(the public HF copies of ReasonSeg), LISA's ignore regions count as target")
 
@@ -387,7 +480,7 @@ class ParquetDataset(EvalDataset):
                     out[role] = lower[c]
                     break
         missing = [r for r in ("image", "text") if r not in out]
-        if "mask" not in out and "shapes" not in out:
+        if self.targets and "mask" not in out and "shapes" not in out:
             missing.append("mask (or shapes)")
         if self.require_category and "category" not in out:
             missing.append("category")
@@ -418,12 +511,20 @@ class ParquetDataset(EvalDataset):
     def keys(self) -> list[str]:
         if self._keys is None:
             ids = self._id_values()
+            counts = self._text_counts() if self.texts == "all" else [1] * len(ids)
             base = [safe_key(v) if v else f"row{i:05d}" for i, v in enumerate(ids)]
             if self.texts == "all":
-                counts = self._text_counts()
                 base = [f"{b}__t{t}" for b, c in zip(base, counts) for t in range(c)]
-            self._keys = _unique(base)
+            self._keys = unique_keys(base)
+            rows = [(fi, r) for fi, f in enumerate(self.files) for r in range(self._num_rows(fi))]
+            self._where = [(fi, r, t) for (fi, r), c in zip(rows, counts) for t in range(c)]
+            self._pos = {k: i for i, k in enumerate(self._keys)}
         return self._keys
+
+    def _num_rows(self, fi: int) -> int:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.files[fi]).metadata.num_rows
 
     def _text_counts(self) -> list[int]:
         import pyarrow.parquet as pq
@@ -434,29 +535,56 @@ class ParquetDataset(EvalDataset):
                 counts.append(max(1, len(_as_texts(v))))
         return counts
 
-    def iter_samples(self, keys: Iterable[str] | None = None) -> Iterator[Sample | SkippedSample]:
+    def category_values(self) -> list:
         import pyarrow.parquet as pq
 
-        all_keys = self.keys()
-        wanted = None if keys is None else set(keys)
-        cols = list(dict.fromkeys(self.columns.values()))
-        pos = 0
-        for f in self.files:
-            pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=8, columns=cols):
-                for row in batch.to_pylist():
-                    n_texts = max(1, len(_as_texts(row.get(self.columns["text"])))) if self.texts == "all" else 1
-                    row_keys = all_keys[pos:pos + n_texts]
-                    pos += n_texts
-                    for t, key in enumerate(row_keys):
-                        if wanted is not None and key not in wanted:
-                            continue
-                        try:
-                            yield self._load(key, row, t, f.parent)
-                        except InputError as e:
-                            yield SkippedSample(key, str(e))
+        if "category" not in self.columns:
+            return [None] * sum(self._num_rows(fi) for fi in range(len(self.files)))
+        return [v for f in self.files for v in pq.ParquetFile(f).read(columns=[self.columns["category"]])
+                .column(0).to_pylist()]
 
-    def _load(self, key: str, row: dict, t: int, base: Path) -> Sample:
+    def iter_samples(self, keys: Iterable[str] | None = None) -> Iterator[Sample | SkippedSample]:
+        """Reads only the row groups that hold ``keys``; the mask column goes to numpy through Arrow's buffers."""
+        all_keys = self.keys()
+        picks = range(len(all_keys)) if keys is None else sorted({self._pos[k] for k in keys if k in self._pos})
+        for i in picks:
+            fi, r, t = self._where[i]
+            key = all_keys[i]
+            try:
+                row, mask = self._row(fi, r)
+                yield self._load(key, row, mask, t, self.files[fi].parent)
+            except InputError as e:
+                yield SkippedSample(key, str(e))
+
+    def _row(self, fi: int, r: int):
+        """Row ``r`` of file ``fi``: (the other columns as Python values, the mask cell as a length-1 Arrow array).
+        The last row group read is kept, so neighbouring rows are read once."""
+        import bisect
+
+        import pyarrow.parquet as pq
+
+        if fi not in self._starts:
+            meta = pq.ParquetFile(self.files[fi]).metadata
+            self._starts[fi] = np.cumsum([0] + [meta.row_group(g).num_rows
+                                                for g in range(meta.num_row_groups)]).tolist()
+        starts = self._starts[fi]
+        g = bisect.bisect_right(starts, r) - 1
+        if self._group is None or self._group[:2] != (fi, g):
+            cols = list(dict.fromkeys(self.columns.values()))
+            self._group = (fi, g, pq.ParquetFile(self.files[fi]).read_row_group(g, columns=cols))
+        table, i = self._group[2], r - starts[g]
+        mask_col = self.columns.get("mask")
+        row = table.select([n for n in table.column_names if n != mask_col]).slice(i, 1).to_pylist()[0]
+        mask = None
+        if mask_col is not None:
+            cell = table.column(mask_col).slice(i, 1)
+            mask = cell.chunks[0] if cell.num_chunks == 1 else cell.combine_chunks()
+        return row, mask
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_group": None}  # the cached row group stays behind (e.g. on the way to a Ray actor)
+
+    def _load(self, key: str, row: dict, mask, t: int, base: Path) -> Sample:
         c = self.columns
         texts = _as_texts(row.get(c["text"]))
         if not texts:
@@ -476,14 +604,23 @@ class ParquetDataset(EvalDataset):
             if n == 0:
                 raise InputError("no polygon")
         elif "mask" in c:
-            target = decode_mask_cell(row.get(c["mask"]))
+            target = mask_from_arrow(mask)
             if target.shape != (h, w):
                 raise InputError(f"mask is {target.shape[1]}x{target.shape[0]} but the image is {w}x{h}")
+        elif not self.targets:
+            target = None
         else:
             raise InputError("no mask or polygons")
-        category = normalize_category(row.get(c["category"])) if "category" in c else None
-        if self.require_category and category is None:
-            raise InputError(f"empty category in column {c.get('category')!r}")
+        category = None
+        if "category" in c:
+            raw = row.get(c["category"])
+            category = normalize_category(raw)
+            if self.require_category:
+                if category is None:
+                    raise InputError(f"empty category in column {c.get('category')!r}")
+                check_sgdr_category(category, raw)
+        elif self.require_category:
+            raise InputError("no category column")
         is_sentence = _as_bool(row.get(c["is_sentence"])) if "is_sentence" in c else None
         return Sample(key, texts[min(t, len(texts) - 1)], image, target, is_sentence, category, None, texts)
 
@@ -559,6 +696,8 @@ def decode_mask_cell(cell) -> np.ndarray:
             return decode_mask_cell(json.loads(cell))
         except ValueError:
             raise InputError("mask cell is a string but not JSON RLE") from None
+    if isinstance(cell, (list, tuple)):
+        _refuse_list_layouts(cell)
     try:
         arr = np.array(cell)
     except Exception:
@@ -566,6 +705,82 @@ def decode_mask_cell(cell) -> np.ndarray:
     if arr.dtype == object:
         raise InputError("mask rows have different lengths")
     return lisa_target_from_array(arr)
+
+
+_ONE_MASK = ("this loader reads one mask per sample (a 2-D array, PNG bytes or one RLE); merge them into one "
+             "column first, or point --columns mask=COLUMN at a column that holds one")
+
+
+def _refuse_list_layouts(cell: Sequence) -> None:
+    """A clear error for list-shaped mask cells that are not one 2-D mask: per-instance masks, RLE lists, COCO
+    polygons (they would otherwise fail later as "mask must be 2-D" or "rows have different lengths")."""
+    if not len(cell):
+        raise InputError("mask cell is an empty list")
+    first = cell[0]
+    if isinstance(first, dict):
+        kind = "RLE masks" if "counts" in first else "objects"
+        raise InputError(f"mask cell is a list of {len(cell)} {kind} (per-instance annotations); {_ONE_MASK}")
+    if isinstance(first, (list, tuple, np.ndarray)) and len(first) and isinstance(first[0], (list, tuple,
+                                                                                             np.ndarray)):
+        if len(cell) == 1:
+            return  # (1, H, W): one mask
+        raise InputError(f"mask cell holds {len(cell)} per-instance masks ({len(cell)}x{len(first)}x"
+                         f"{len(first[0])}); {_ONE_MASK}")
+    if isinstance(first, (list, tuple, np.ndarray)):
+        lengths = {len(r) for r in cell}
+        values = [v for r in cell[:8] for v in r[:64]]
+        fractional = any(isinstance(v, float) and not float(v).is_integer() for v in values)
+        if (len(lengths) > 1 or fractional) and all(n % 2 == 0 for n in lengths):
+            raise InputError(f"mask cell holds {len(cell)} COCO polygon(s) (flat x,y lists of {sorted(lengths)} "
+                             f"numbers), not a mask; convert them to a mask first, or give LabelMe shapes with "
+                             f"--columns shapes=COLUMN")
+        if len(lengths) > 1:
+            raise InputError(f"mask rows have different lengths ({min(lengths)} to {max(lengths)}); a mask cell "
+                             f"must be a 2-D array, one row per image row")
+
+
+def mask_from_arrow(cell) -> np.ndarray:
+    """A parquet mask cell as a length-1 Arrow array -> (H, W) uint8 0/1/255 (as ``decode_mask_cell``).
+
+    The published ReasonSeg copies store masks as ``list<list<bool>>`` (``Sequence(Sequence(bool))``): these go to
+    numpy through Arrow's buffers (no Python object per pixel). Other layouts are named in the error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if cell is None:
+        raise InputError("mask missing (no mask column)")
+    t = cell.type
+    if cell.null_count:
+        raise InputError("mask missing (empty cell)")
+    if _is_list(t) and _is_list(t.value_type):
+        leaf = t.value_type.value_type
+        rows = cell.flatten()  # the H rows of this one cell
+        if _is_list(leaf):
+            inner = rows.flatten()
+            if len(rows) != 1:
+                width = pc.list_value_length(inner)[0].as_py() if len(inner) else 0
+                raise InputError(f"mask cell holds {len(rows)} per-instance masks ({len(rows)}x"
+                                 f"{len(inner) // len(rows)}x{width}); {_ONE_MASK}")
+            return mask_from_arrow(rows)
+        if (pa.types.is_boolean(leaf) or pa.types.is_integer(leaf)) and not rows.null_count:
+            lengths = pc.list_value_length(rows).to_numpy(zero_copy_only=False)
+            if len(lengths) and (lengths == lengths[0]).all() and lengths[0] > 0:
+                flat = rows.flatten()
+                if not flat.null_count:
+                    return lisa_target_from_array(flat.to_numpy(zero_copy_only=False).reshape(len(lengths),
+                                                                                               int(lengths[0])))
+    elif _is_list(t) and pa.types.is_struct(t.value_type):
+        n = len(cell.flatten())
+        names = [f.name for f in t.value_type]
+        kind = "RLE masks" if "counts" in names else f"objects with fields {', '.join(names)}"
+        raise InputError(f"mask cell is a list of {n} {kind} (per-instance annotations); {_ONE_MASK}")
+    return decode_mask_cell(cell.to_pylist()[0])
+
+
+def _is_list(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
 def coco_rle_counts(s: str | bytes) -> list[int]:
@@ -607,6 +822,70 @@ def _file_split(path: Path) -> str | None:
     return None
 
 
+def _name_split(name: str) -> str | None:
+    for token in re.split(r"[^a-z]+", name.lower()):
+        if token in _SPLIT_TOKENS:
+            return "val" if token in ("validation", "valid") else token
+    return None
+
+
+def parquet_copy(path: Path) -> Path:
+    """The folder of the dataset copy a parquet file belongs to: ``<copy>/data/<split>-*.parquet`` (the Hugging Face
+    layout) or the file's own folder."""
+    return path.parent.parent if path.parent.name == "data" else path.parent
+
+
+def parquet_split(path: Path) -> tuple[str | None, str]:
+    """(split, how it was told) of a parquet file. When the files of its copy do not tell splits apart (all one split
+    name, or none) and the copy's own folder names a split, the folder decides: Seg-Zero's ReasonSeg copies
+    (``Ricky06662/ReasonSeg_val``, ``..._test``) both name their files ``test-*``, so
+    ``ReasonSeg_val/data/test-00000-of-00001.parquet`` is val. Otherwise the file name (or its folder) does."""
+    copy = parquet_copy(path)
+    from_copy = _name_split(copy.name)
+    siblings = {_file_split(f) for f in copy.rglob("*.parquet") if parquet_copy(f) == copy}
+    if from_copy is not None and len(siblings - {None}) <= 1:
+        told = f"from the folder name {copy.name!r}"
+        file_split = _file_split(path)
+        if file_split and file_split != from_copy:
+            told += f" (its files are named {path.name.split('-')[0]}-*: the copy stores its rows under that split " \
+                    f"name)"
+        return from_copy, told
+    return _file_split(path), f"from the file name {path.name!r}"
+
+
+def choose_parquet_files(root: Path, files: list[Path], split: str | None) -> tuple[list[Path], str | None]:
+    """The files of one split of one copy under ``root``; two copies are never merged."""
+    told = {f: parquet_split(f) for f in files}
+    if split:
+        named = [f for f in files if told[f][0] is not None]
+        chosen = [f for f in named if told[f][0] in _split_names(split)] if named else files
+        if not chosen:
+            found = sorted({f"{told[f][0]} ({parquet_copy(f).name})" for f in named})
+            raise InputError(f"no parquet files for split {split!r} under {root}; found splits: {', '.join(found)}")
+    else:
+        splits = sorted({s for s, _ in told.values() if s})
+        if len(splits) > 1:
+            raise InputError(f"{root} holds several splits ({', '.join(splits)}); choose one with --split")
+        chosen, split = files, (splits[0] if splits else None)
+    copies = sorted({parquet_copy(f) for f in chosen})
+    if len(copies) > 1:
+        names = ", ".join(str(c.relative_to(root)) if c != root else "." for c in copies)
+        raise InputError(f"{root} holds {len(copies)} copies of split {split or '(unnamed)'!r} ({names}); they are "
+                         f"never merged: point at one of them")
+    return chosen, split
+
+
+def _parquet_dataset(files: list[Path], split: str | None, columns, texts: str, sgdr: bool) -> "ParquetDataset":
+    copy = parquet_copy(files[0])
+    ds = ParquetDataset(files, split, copy.name, columns, texts, sgdr)
+    how = parquet_split(files[0])[1] if split and parquet_split(files[0])[0] == split else "as asked (--split)"
+    ds.notes.insert(0, f"read the parquet copy {copy} ({len(files)} file(s), {len(ds):,} samples); split "
+                       f"{split or '-'} {how}")
+    if sgdr:
+        ds.run_sgdr_check()
+    return ds
+
+
 def open_dataset(path: str | Path, split: str | None = None, *, kind: str = "auto", columns: dict[str, str] | None
                  = None, texts: str = "first", sgdr: bool = False) -> EvalDataset:
     """Open ``path`` as an evaluation dataset.
@@ -626,26 +905,12 @@ def open_dataset(path: str | Path, split: str | None = None, *, kind: str = "aut
     if root.is_file():
         if root.suffix.lower() != ".parquet":
             raise InputError(f"{root} is a file but not .parquet; give a ReasonSeg folder or a parquet file")
-        return ParquetDataset([root], split or _file_split(root), root.stem, columns, texts, sgdr)
+        return _parquet_dataset([root], split or parquet_split(root)[0], columns, texts, sgdr)
     parquet = sorted(root.rglob("*.parquet"))
     if kind == "parquet" or (kind == "auto" and parquet and not any(root.glob("*.json"))):
         if not parquet:
             raise InputError(f"no .parquet files under {root}")
-        chosen = parquet
-        if split:
-            named = [f for f in parquet if _file_split(f) is not None]
-            chosen = [f for f in named if _file_split(f) in _split_names(split)] if named else parquet
-            if not chosen:
-                found = sorted({_file_split(f) for f in named})
-                raise InputError(f"no parquet files for split {split!r} under {root}; found splits: "
-                                 f"{', '.join(found)}")
-        else:
-            splits = sorted({s for s in (_file_split(f) for f in parquet) if s})
-            if len(splits) > 1:
-                raise InputError(f"{root} holds several splits ({', '.join(splits)}); choose one with --split")
-            split = splits[0] if splits else None
-        return ParquetDataset(chosen, split, root.parent.name if root.name == "data" else root.name, columns, texts,
-                              sgdr)
+        return _parquet_dataset(*choose_parquet_files(root, parquet, split), columns, texts, sgdr)
     # LabelMe layout
     category_key = columns.pop("category", None)
     unknown = sorted(set(columns) - {"category"})
@@ -671,4 +936,7 @@ def open_dataset(path: str | Path, split: str | None = None, *, kind: str = "aut
         split = split or (hit.name if hit is not root else None)
     else:
         split = split or _file_split(root / "x") or root.name
-    return LabelMeDataset(folder, split, texts, category_key, sgdr)
+    ds = LabelMeDataset(folder, split, texts, category_key, sgdr)
+    if sgdr:
+        ds.run_sgdr_check()
+    return ds

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from ..images import atomic_write_bytes, read_mask, save_mask
+from ..images import atomic_write_bytes, png_bytes, read_mask
 from .datasets import EvalDataset, Sample, SkippedSample
 from .metrics import CONVENTION, SampleResult, category_order, intersection_union, iou_from, summarize
-from .runs import (RUN_FILE, ProgressBar, ResultLog, ensure_pipeline, exclusive, make_out_dir, prepare_out_dir,
+from .runs import (RUN_FILE, ProgressBar, ResultLog, exclusive, make_out_dir, prepare_out_dir, raise_interrupted,
                    run_samples, select_keys, warn, write_json)
+from .work import Outcome, SegmentWork
 
 RESULTS_FILE, SUMMARY_FILE, TABLE_FILE, MASKS_DIR = "results.jsonl", "summary.json", "table.md", "masks"
 OUTPUT_FILES = (RUN_FILE, RESULTS_FILE, SUMMARY_FILE, TABLE_FILE)
@@ -151,15 +151,32 @@ def _write_reports(out_dir: Path, summary: dict, method: str) -> str:
 
 # ---- the three modes ----------------------------------------------------------------------------------------------
 
+@dataclass
+class EvalWork(SegmentWork):
+    """``rea2seg eval`` on one sample: the pipeline's answer, its (I, U) and every candidate's, and its mask PNG."""
+
+    save_masks: bool = True
+    desc = "eval"
+
+    def outcome(self, sample: Sample, result, seconds: float) -> Outcome:
+        files = {f"{MASKS_DIR}/{sample.id}.png": png_bytes(result.mask)} if self.save_masks else {}
+        return Outcome(pipeline_record(sample, result, seconds), files)
+
+    def postfix(self, record: dict) -> str:
+        return f"IoU {record['iou']:.3f}" if "iou" in record else ""
+
+
 def evaluate_pipeline(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *, top_k: int = 3,
                       limit: int | None = None, mode: str | None = None, merge: bool = False,
                       save_masks: bool = True, force: bool = False, model_info: dict | None = None,
                       method: str = "Rea2Seg", progress: bool = True,
-                      pipeline_factory: Callable[[], object] | None = None) -> dict:
+                      pipeline_factory: Callable[[], object] | None = None, ray=None) -> dict:
     """Run ``pipe.segment`` on every selected sample, appending one record per sample to ``out_dir/results.jsonl``
     (resuming a previous run there), then write ``summary.json`` and ``table.md``. Returns the summary.
 
     pipe: a ``Rea2Seg`` (or None with ``pipeline_factory``, which is called only if some sample is left to do).
+    ray: a ``ray_runner.RayOptions`` to run on Ray instead (discovery and scorer actors, each building its pipeline
+    with ``pipeline_factory``); the records are the same.
     """
     out = Path(out_dir)
     keys = select_keys(dataset, limit)
@@ -173,26 +190,15 @@ def evaluate_pipeline(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *,
         prepare_out_dir(out, run_info, force, OUTPUT_FILES, (MASKS_DIR,))
         log = ResultLog(out / RESULTS_FILE)
         records = log.load()
-        todo = [k for k in keys if k not in records]
         if save_masks:
             (out / MASKS_DIR).mkdir(exist_ok=True)
-        pipe = ensure_pipeline(pipe, pipeline_factory, bool(todo))
-
-        def work(sample: Sample) -> dict:
-            t0 = time.perf_counter()
-            result = pipe.segment(sample.image, sample.question, top_k=top_k, mode=mode, merge=merge)
-            rec = pipeline_record(sample, result, time.perf_counter() - t0)
-            if save_masks:
-                save_mask(out / MASKS_DIR / f"{sample.id}.png", result.mask, overwrite=True)
-            return rec
-
-        interrupted = run_samples(dataset, keys, log, records, work, "eval", progress)
+        work = EvalWork(top_k=top_k, mode=mode, merge=merge, save_masks=save_masks)
+        interrupted = run_samples(dataset, keys, out, log, records, work, pipe, pipeline_factory, progress, ray)
         summary = build_summary(records, keys, ks, header)
+        summary.update(dataset.checks())
         _write_reports(out, summary, method)
     if interrupted:
-        print(f"interrupted: {summary['n_samples'] + summary['n_skipped']}/{len(keys)} samples done; run the same "
-              f"command again to resume", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise_interrupted(summary["n_samples"] + summary["n_skipped"], len(keys))
     return summary
 
 
@@ -243,5 +249,6 @@ def score_predictions(dataset: EvalDataset, pred_dir: str | os.PathLike, *, limi
     header = {"dataset": {**dataset.identity(), "notes": dataset.notes}, "split": dataset.split,
               "predictions": str(pred_dir.resolve()), "method": pred_dir.name}
     summary = build_summary(records, keys, (1,), header)
+    summary.update(dataset.checks())
     summary["missing_predictions"] = missing
     return summary, [records[k] for k in keys if k in records]

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..images import atomic_write_bytes, png_bytes, save_image, save_mask
+from ..images import png_bytes
 from ..render import candidate_sheet
 from ..scoring import REASONING_PROMPT, YESNO_PROMPT, candidate_views, comparative_prompt
 from .datasets import EvalDataset, Sample
 from .metrics import intersection_union, iou_from
-from .runs import (RUN_FILE, ResultLog, ensure_pipeline, exclusive, make_out_dir, prepare_out_dir, run_samples,
+from .runs import (RUN_FILE, ResultLog, exclusive, make_out_dir, prepare_out_dir, raise_interrupted, run_samples,
                    select_keys, write_json)
+from .work import Outcome, SampleWork
 
 SAMPLES_FILE, EXPORT_SUMMARY_FILE = "samples.jsonl", "summary.json"
 EXPORT_DIRS = ("images", "targets", "masks", "prompts")
@@ -76,23 +77,42 @@ def sample_record(sample: Sample, candidates, scale: int = 10) -> dict:
             "score_scale": scale, "best_index": best, "candidates": cands}
 
 
-def _write_sample_files(out: Path, sample: Sample, candidates, views: list[np.ndarray], sheet) -> None:
+def sample_files(sample: Sample, candidates, views: list[np.ndarray], sheet) -> dict[str, bytes]:
+    """The PNGs of one sample (paths relative to the export folder -> bytes)."""
     sid = sample.id
-    save_image(out / "images" / f"{sid}.png", sample.image, overwrite=True)
-    atomic_write_bytes(out / "targets" / f"{sid}.png", png_bytes(sample.target), overwrite=True)
+    files = {f"images/{sid}.png": png_bytes(sample.image), f"targets/{sid}.png": png_bytes(sample.target)}
     for k in range(len(candidates)):
-        save_mask(out / "masks" / f"{sid}_c{k}.png", candidates.masks[k], overwrite=True)
-        save_image(out / "prompts" / f"{sid}_c{k}.png", views[k], overwrite=True)
+        files[f"masks/{sid}_c{k}.png"] = png_bytes(np.asarray(candidates.masks[k], bool))
+        files[f"prompts/{sid}_c{k}.png"] = png_bytes(views[k])
     if sheet is not None:
-        save_image(out / "prompts" / f"{sid}_sheet.png", sheet, overwrite=True)
+        files[f"prompts/{sid}_sheet.png"] = png_bytes(sheet)
+    return files
+
+
+@dataclass
+class ExportWork(SampleWork):
+    """The mask-scoring export on one sample: discovery only (no scorer), the candidates' IoUs, the scorer's views."""
+
+    scale: int = 10
+    needs_scorer = False
+    desc = "export"
+
+    def finish(self, pipe, sample: Sample, found) -> Outcome:
+        views, sheet = scorer_views(pipe, found.image, found.candidates)
+        rec = sample_record(sample, found.candidates, self.scale)
+        rec["prompts"] = scorer_prompts(sample.question, found.candidates.numbers)
+        return Outcome(rec, sample_files(sample, found.candidates, views, sheet))
 
 
 def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, *, limit: int | None = None,
                         force: bool = False, model_info: dict | None = None, scale: int = 10,
-                        progress: bool = True, pipeline_factory: Callable[[], object] | None = None) -> dict:
+                        progress: bool = True, pipeline_factory: Callable[[], object] | None = None,
+                        ray=None) -> dict:
     """Run discovery on every selected sample and write the mask-scoring set to ``out_dir`` (resuming a previous
-    export there). Returns the summary: n_samples, n_skipped, n_candidates, score_histogram (count per target score),
-    candidate_recall (mean over samples of the best candidate IoU, 0 without candidates), n_without_candidates."""
+    export there); on Ray with ``ray`` (a ``ray_runner.RayOptions``: discovery actors, each building its pipeline
+    with ``pipeline_factory``). Returns the summary: n_samples, n_skipped, n_candidates, score_histogram (count per
+    target score), candidate_recall (mean over samples of the best candidate IoU, 0 without candidates),
+    n_without_candidates."""
     out = Path(out_dir)
     keys = select_keys(dataset, limit)
     run_info = {"export": "mask-scoring", "dataset": dataset.identity(), "model": model_info or {}, "scale": scale}
@@ -103,25 +123,15 @@ def export_scoring_data(pipe, dataset: EvalDataset, out_dir: str | os.PathLike, 
             (out / d).mkdir(exist_ok=True)
         log = ResultLog(out / SAMPLES_FILE)
         records = log.load()
-        pipe = ensure_pipeline(pipe, pipeline_factory, any(k not in records for k in keys))
-
-        def work(sample: Sample) -> dict:
-            found = pipe.discover(sample.image, sample.question)
-            views, sheet = scorer_views(pipe, found.image, found.candidates)
-            _write_sample_files(out, sample, found.candidates, views, sheet)
-            rec = sample_record(sample, found.candidates, scale)
-            rec["prompts"] = scorer_prompts(sample.question, found.candidates.numbers)
-            return rec
-
-        interrupted = run_samples(dataset, keys, log, records, work, "export", progress)
+        interrupted = run_samples(dataset, keys, out, log, records, ExportWork(scale=scale), pipe, pipeline_factory,
+                                  progress, ray)
         summary = export_summary([records[k] for k in keys if k in records], scale)
         summary.update({"dataset": dataset.identity(), "split": dataset.split, "model": model_info or {},
                         "complete": all(k in records for k in keys)})
+        summary.update(dataset.checks())
         write_json(out / EXPORT_SUMMARY_FILE, summary)
     if interrupted:
-        print(f"interrupted: {summary['n_samples'] + summary['n_skipped']}/{len(keys)} samples done; run the same "
-              f"command again to resume", file=sys.stderr)
-        raise KeyboardInterrupt
+        raise_interrupted(summary["n_samples"] + summary["n_skipped"], len(keys))
     return summary
 
 

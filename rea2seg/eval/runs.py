@@ -1,6 +1,6 @@
-"""The run-folder kit shared by ``rea2seg eval`` and the mask-scoring export: one writer per folder, an append-only
-JSONL result log that survives a kill, resuming only when the settings match, per-sample work with bad samples
-recorded (never fatal), and a progress bar."""
+"""The run-folder kit shared by ``rea2seg eval``, the mask-scoring export and ``rea2seg batch``: one writer per
+folder, an append-only JSONL result log that survives a kill, resuming only when the settings match, per-sample work
+(in this process or on Ray) with bad samples recorded (never fatal), atomic files, and a progress bar."""
 from __future__ import annotations
 
 import contextlib
@@ -10,11 +10,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import InputError, OutputExistsError
 from ..images import atomic_write_bytes
-from .datasets import EvalDataset, Sample, SkippedSample
+from .datasets import EvalDataset
+from .work import Outcome, SampleWork, run_whole
 
 RUN_FILE = "run.json"
 
@@ -75,7 +76,7 @@ def exclusive(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise InputError(f"another `rea2seg eval` is writing to {out_dir}; wait for it or choose another "
+            raise InputError(f"another rea2seg run is writing to {out_dir}; wait for it or choose another "
                              f"--out") from None
         yield
     finally:
@@ -174,32 +175,56 @@ def ensure_pipeline(pipe, factory: Callable[[], object] | None, needed: bool):
     return pipe
 
 
-def run_samples(dataset: EvalDataset, keys: Sequence[str], log: ResultLog, records: dict[str, dict],
-                work: Callable[[Sample], dict], desc: str, progress: bool) -> bool:
-    """Process the ``keys`` not yet in ``records`` with ``work``, appending each record to ``log`` as it is made.
-    Unusable samples, and samples the pipeline refuses with an ``InputError``, are recorded as skipped with the
-    reason. Returns True if interrupted by Ctrl-C (everything recorded so far is kept)."""
+def commit(out_dir: Path, log: ResultLog, records: dict[str, dict], outcome: Outcome) -> None:
+    """Write a sample's files (each atomically), then log its record: a logged sample always has its files, and a
+    sample killed before its record is logged is redone on resume (its files overwritten), never duplicated."""
+    for rel, data in outcome.files.items():
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, overwrite=True)
+    log.append(outcome.record)
+    records[outcome.record["id"]] = outcome.record
+
+
+def run_samples(dataset: EvalDataset, keys: Sequence[str], out_dir: Path, log: ResultLog, records: dict[str, dict],
+                work: SampleWork, pipe=None, pipeline_factory: Callable[[], object] | None = None,
+                progress: bool = True, ray=None) -> bool:
+    """Process the ``keys`` not yet in ``records`` with ``work``, committing each sample's outcome as it is made.
+    In this process (``pipe``, or one built by ``pipeline_factory`` only if something is left to do), or on Ray when
+    ``ray`` is a ``ray_runner.RayOptions`` (each actor calls ``pipeline_factory``). Unusable samples, and samples
+    the pipeline refuses with an ``InputError``, are recorded as skipped with the reason. Returns True if
+    interrupted by Ctrl-C (everything recorded so far is kept)."""
     todo = [k for k in keys if k not in records]
-    bar = ProgressBar(len(keys), len(keys) - len(todo), desc, progress)
+    bar = ProgressBar(len(keys), len(keys) - len(todo), work.desc, progress)
+    if not todo:
+        outcomes: Iterable[Outcome] = ()
+    elif ray is not None:
+        from .ray_runner import outcomes_on_ray
+
+        outcomes = outcomes_on_ray(dataset, todo, work, pipeline_factory, ray)
+    else:
+        pipe = ensure_pipeline(pipe, pipeline_factory, True)
+        outcomes = (run_whole(work, pipe, sample) for sample in dataset.iter_samples(todo))
     try:
-        for sample in dataset.iter_samples(todo):
-            if isinstance(sample, SkippedSample):
-                rec = {"id": sample.id, "skipped": sample.reason}
-            else:
-                try:
-                    rec = work(sample)
-                except InputError as e:  # e.g. a degenerate image: counted, not fatal
-                    rec = {"id": sample.id, "skipped": f"pipeline refused it: {e}"}
-            if "skipped" in rec:
-                warn(f"skipped {rec['id']}: {rec['skipped']}")
-            log.append(rec)
-            records[rec["id"]] = rec
-            bar.update(f"IoU {rec['iou']:.3f}" if "iou" in rec else "")
+        for outcome in outcomes:
+            if outcome.skipped:
+                warn(f"skipped {outcome.record['id']}: {outcome.record['skipped']}")
+            commit(out_dir, log, records, outcome)
+            bar.update(work.postfix(outcome.record))
     except KeyboardInterrupt:
         return True
     finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()
         bar.close()
     return False
+
+
+def raise_interrupted(done: int, total: int) -> None:
+    """After Ctrl-C: say how far the run got and how to go on, then stop (the records so far are kept)."""
+    print(f"interrupted: {done}/{total} samples done; run the same command again to resume", file=sys.stderr)
+    raise KeyboardInterrupt
 
 
 def select_keys(dataset: EvalDataset, limit: int | None) -> list[str]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import ModelError
+
 RECORDING_ATTENTION = "rea2seg_sdpa_rows"
 _state = threading.local()
 _registered = False
@@ -114,6 +116,51 @@ def layer_band(num_layers: int, band: tuple[float, float], attention_layers: lis
 
 
 # ---- where the image tokens are ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a family's image tokens sit on the image. ``family``: the name users know; ``kind``: the order
+    ``grid_from_tokens`` undoes ("merged_grid": ``image_grid_thw`` (t, h, w) patches, ``spatial_merge_size``^2
+    patches per token, row-major, frames averaged)."""
+
+    family: str
+    kind: str = "merged_grid"
+
+
+#: The families discovery can map attention back to the image for, by ``config.model_type``. Add a family only with
+#: tests of its recorded rows against eager attention and of a planted region landing in the right cells.
+TOKEN_LAYOUTS: dict[str, TokenLayout] = {
+    "qwen2_vl": TokenLayout("Qwen2-VL"),
+    "qwen2_5_vl": TokenLayout("Qwen2.5-VL"),
+    "qwen3_vl": TokenLayout("Qwen3-VL"),
+    # Qwen3.5: Qwen3-VL's vision tower and processor; only its full-attention layers have maps (VLM.attention_layers)
+    "qwen3_5": TokenLayout("Qwen3.5"),
+}
+
+
+def discovery_layout(config) -> TokenLayout:
+    """The token layout of the VLM with ``config``; ``ModelError`` naming the families that work for any other
+    (scoring takes any VLM, discovery only these)."""
+    model_type = str(getattr(config, "model_type", None))
+    layout = TOKEN_LAYOUTS.get(model_type)
+    if layout is None:
+        known = ", ".join(f"{v.family} ({k})" for k, v in TOKEN_LAYOUTS.items())
+        raise ModelError(f"model type {model_type!r} cannot be the discovery VLM: where its image tokens sit on the "
+                         f"image is not known, so its attention cannot become a heat map. Discovery works with "
+                         f"{known}; use this model as the scorer instead (--scorer / scorer=...)")
+    return layout
+
+
+def grid_from_tokens(per_token: torch.Tensor, layout: TokenLayout, inputs, merge: int) -> torch.Tensor:
+    """(n_img,) values in token order -> the (h, w) grid they cover, for a family of ``layout``; ``inputs``: the
+    processor outputs of the one-image prompt, ``merge``: the vision config's ``spatial_merge_size``."""
+    if layout.kind == "merged_grid":
+        if "image_grid_thw" not in inputs:
+            raise ModelError(f"the {layout.family} processor returned no image_grid_thw; it is not the processor this "
+                             f"family ships with")
+        return token_grid(per_token, inputs["image_grid_thw"][0], merge)
+    raise ModelError(f"unknown token layout {layout.kind!r} for {layout.family}")
+
 
 def image_token_span(input_ids: torch.Tensor, image_token_id: int) -> tuple[int, int]:
     """(start, end) of the one contiguous run of image tokens in a 1-D ``input_ids``."""

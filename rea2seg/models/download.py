@@ -27,22 +27,24 @@ def offline() -> bool:
 
 @dataclass(frozen=True)
 class SamCheckpoint:
+    """A published SAM checkpoint: its file name, URL, size and full SHA-256 (the six hex digits in Meta's file
+    names are an MD5 prefix, not a hash a download can be checked against)."""
+
     kind: str
     filename: str
     url: str
     size: int  # bytes, as published
-
-    @property
-    def sha256_prefix(self) -> str:
-        """Meta's file names end in the first 6 hex digits of the file's SHA-256 (torch.hub convention)."""
-        return self.filename.rsplit("_", 1)[-1].split(".")[0]
+    sha256: str
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 SAM_CHECKPOINTS = {
-    "vit_h": SamCheckpoint("vit_h", "sam_vit_h_4b8939.pth", _SAM_URL + "sam_vit_h_4b8939.pth", 2_564_550_879),
-    "vit_l": SamCheckpoint("vit_l", "sam_vit_l_0b3195.pth", _SAM_URL + "sam_vit_l_0b3195.pth", 1_249_524_607),
-    "vit_b": SamCheckpoint("vit_b", "sam_vit_b_01ec64.pth", _SAM_URL + "sam_vit_b_01ec64.pth", 375_042_383),
+    "vit_h": SamCheckpoint("vit_h", "sam_vit_h_4b8939.pth", _SAM_URL + "sam_vit_h_4b8939.pth", 2_564_550_879,
+                           "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    "vit_l": SamCheckpoint("vit_l", "sam_vit_l_0b3195.pth", _SAM_URL + "sam_vit_l_0b3195.pth", 1_249_524_607,
+                           "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    "vit_b": SamCheckpoint("vit_b", "sam_vit_b_01ec64.pth", _SAM_URL + "sam_vit_b_01ec64.pth", 375_042_383,
+                           "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
 }
 #: The published SAM v1 kinds.
 SAM_KINDS = tuple(SAM_CHECKPOINTS)
@@ -55,8 +57,10 @@ def find_sam_checkpoint(name: str) -> SamCheckpoint | None:
 
 def download_sam(kind: str, dest_dir: str | os.PathLike | None = None, url: str | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Path:
-    """Download Meta's SAM checkpoint once, atomically (``.part`` then rename) and verified (size and the SHA-256
-    prefix in its file name). A partial download never looks complete."""
+    """Download Meta's SAM checkpoint once into ``<dest>/<file>.part``, check its size and full SHA-256 and rename
+    it into place: a file under the final name is always complete. An interrupted download resumes from its
+    ``.part`` (an HTTP range request) or, when the server cannot resume, starts over; a ``.part`` that fails the
+    check is removed (it was ours), never a file under the final name."""
     ck = SAM_CHECKPOINTS[kind]
     dest = Path(dest_dir) if dest_dir else models_home() / "sams"
     target = dest / ck.filename
@@ -66,51 +70,89 @@ def download_sam(kind: str, dest_dir: str | os.PathLike | None = None, url: str 
         raise ModelNotFoundError(f"SAM checkpoint not found: expected {target}; HF_HUB_OFFLINE is set, so nothing is "
                                  f"downloaded. Run `rea2seg models download {kind}` with network, or fetch "
                                  f"{ck.url} to that path")
-    import urllib.request
-
     dest.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    digest = hashlib.sha256()
+    source = url or ck.url
     try:
-        with urllib.request.urlopen(url or ck.url, timeout=60) as r, open(part, "wb") as f:
-            total = int(r.headers.get("Content-Length") or ck.size)
-            done = 0
-            bar = _progress_bar(total, f"downloading {ck.filename}") if progress is None else None
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-                else:
-                    bar.update(len(chunk))
-            if bar is not None:
-                bar.close()
+        digest = _fetch(source, part, ck.size, progress, f"downloading {ck.filename}")
     except OSError as e:
+        raise ModelError(f"download of {source} failed ({e}); check the network and run `rea2seg models download "
+                         f"{kind}` again (it resumes from {part.name}), or place {ck.filename} at {target}") from None
+    problem = checkpoint_problem(part, ck, digest)
+    if problem:
         part.unlink(missing_ok=True)
-        raise ModelError(f"download of {ck.url} failed ({e}); check the network and run "
-                         f"`rea2seg models download {kind}` again, or place {ck.filename} at {target}") from None
-    verify_download(part, ck, digest.hexdigest())
+        raise CheckpointError(f"downloaded {ck.filename} failed verification ({problem}); the partial file was "
+                              f"deleted: run `rea2seg models download {kind}` again")
     os.replace(part, target)
     return target
 
 
-def verify_download(path: Path, ck: SamCheckpoint, sha256: str | None = None) -> None:
-    """Raise ``CheckpointError`` (and delete ``path``) unless size and SHA-256 prefix match the published file."""
+def _fetch(url: str, part: Path, expected: int, progress, desc: str) -> str:
+    """Complete ``part`` from ``url``, resuming after the bytes already there when the server honours a range
+    request (206 with the matching Content-Range), else from the start. Returns the SHA-256 of the whole file."""
+    import urllib.error
+    import urllib.request
+
+    have = part.stat().st_size if part.exists() else 0
+    if have > expected:  # not a prefix of this file
+        part.unlink()
+        have = 0
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or have != expected:  # 416: nothing left to fetch, the .part is already whole
+            raise
+        _hash_into(digest, part)
+        return digest.hexdigest()
+    with response as r:
+        resumed = have and getattr(r, "status", 200) == 206 and \
+            str(r.headers.get("Content-Range", "")).startswith(f"bytes {have}-")
+        if resumed:
+            _hash_into(digest, part)
+        else:
+            have = 0
+        total = expected
+        bar = _progress_bar(total, desc) if progress is None else None
+        if bar is not None:
+            bar.update(have)
+        with open(part, "ab" if resumed else "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                digest.update(chunk)
+                have += len(chunk)
+                if progress:
+                    progress(have, total)
+                else:
+                    bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+    if have < expected:  # the server closed the connection early: keep the .part for the next attempt
+        raise ConnectionError(f"the connection closed after {have:,} of {expected:,} bytes")
+    return digest.hexdigest()
+
+
+def _hash_into(digest, path: Path) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+
+
+def checkpoint_problem(path: Path, ck: SamCheckpoint, sha256: str | None = None) -> str | None:
+    """What is wrong with ``path`` as the published ``ck`` (size or SHA-256), or None when it is that file."""
     size = path.stat().st_size
-    if sha256 is None:
-        sha256 = sha256_file(path)
-    if size != ck.size or not sha256.startswith(ck.sha256_prefix):
-        path.unlink(missing_ok=True)
-        raise CheckpointError(f"downloaded {ck.filename} failed verification (size {size:,} vs {ck.size:,}, sha256 "
-                              f"{sha256[:12]}… vs {ck.sha256_prefix}…); it was deleted, run the download again")
+    if size != ck.size:
+        return f"size {size:,} bytes, published {ck.size:,}"
+    sha256 = sha256 or sha256_file(path)
+    if sha256 != ck.sha256:
+        return f"sha256 {sha256}, published {ck.sha256}"
+    return None
 
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
+    _hash_into(h, path)
     return h.hexdigest()
 
 
@@ -139,9 +181,14 @@ def hub_local_dir(repo_id: str) -> Path:
     return models_home() / "LLM" / repo_id.split("/")[-1]
 
 
-def download_hub_dir(repo_id: str, dest: Path | None = None) -> Path:
+#: The files a VLM directory needs (weights as safetensors; no pickles, no other frameworks' weights).
+HUB_FILES = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.py")
+
+
+def download_hub_dir(repo_id: str, dest: Path | None = None, files: tuple[str, ...] = HUB_FILES) -> Path:
     """Fetch a hub model once into ``<models_home>/LLM/<name>`` (huggingface_hub downloads each file to a temporary
-    name, verifies it and renames it, with a progress bar). The caller checks the directory's contents."""
+    name, verifies it and renames it, with a progress bar); ``files``: the name patterns to fetch. The caller checks
+    the directory's contents."""
     if offline():
         raise ModelNotFoundError(f"{repo_id} not found at {dest or hub_local_dir(repo_id)} and HF_HUB_OFFLINE is "
                                  f"set; unset it and run `rea2seg models download {repo_id}`")
@@ -149,8 +196,7 @@ def download_hub_dir(repo_id: str, dest: Path | None = None) -> Path:
 
     dest = dest or hub_local_dir(repo_id)
     try:
-        snapshot_download(repo_id, local_dir=str(dest),
-                          allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.py"])
+        snapshot_download(repo_id, local_dir=str(dest), allow_patterns=list(files))
     except Exception as e:
         raise ModelError(f"download of {repo_id} failed ({e.__class__.__name__}: {str(e)[:200]}); check the network "
                          f"and the id, then run `rea2seg models download {repo_id}` again") from None

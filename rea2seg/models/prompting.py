@@ -17,7 +17,8 @@ def _no_thinking(vlm: VLM) -> dict:
 def chat_inputs(vlm: VLM, conversations: list[list[Image.Image | str]]):
     """Processor inputs (left-padded batch) for one user turn per conversation; each turn is a list of PIL images and
     strings in order. The generation prompt is appended, without a thinking block: templates that think by default
-    (Qwen3.5) get ``enable_thinking=False``, so the answer (or the yes/no token) comes first."""
+    (Qwen3.5) get ``enable_thinking=False``, so the answer (or the yes/no token) comes first. Every image is kept
+    within the VLM's pixel budget."""
     texts, images = [], []
     template_kwargs = _no_thinking(vlm)
     for turn in conversations:
@@ -30,7 +31,8 @@ def chat_inputs(vlm: VLM, conversations: list[list[Image.Image | str]]):
                 images.append(part)
         texts.append(vlm.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                        add_generation_prompt=True, **template_kwargs))
-    return vlm.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+    return vlm.processor(text=texts, images=images or None, padding=True, return_tensors="pt",
+                         **(vlm.image_kwargs() if images else {}))
 
 
 def to_device(vlm: VLM, inputs) -> dict:

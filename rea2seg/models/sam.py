@@ -24,6 +24,9 @@ from .download import SAM_CHECKPOINTS, SAM_KINDS, download_sam, find_sam_checkpo
 
 #: safetensors metadata key holding a ``SamArch`` as JSON
 ARCH_METADATA_KEY = "rea2seg.sam_arch"
+#: SAM's input normalisation (ImageNet mean/std in 0-255), as ``segment_anything.build_sam`` sets it
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def import_segment_anything():
@@ -78,7 +81,7 @@ class SamArch:
             mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
                 depth=2, embedding_dim=self.prompt_dim, mlp_dim=self.decoder_mlp_dim, num_heads=self.decoder_heads),
                 transformer_dim=self.prompt_dim, iou_head_depth=3, iou_head_hidden_dim=self.iou_head_hidden_dim),
-            pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
+            pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD)).eval()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -162,9 +165,12 @@ class SamModel:
     kind: str
     path: Path
     device: torch.device
-    source: str = ""
+    source: str = ""  # what the user passed (a kind, a file); the path when not given
     backend = "sam"
     supports_concepts = False
+
+    def __post_init__(self) -> None:
+        self.source = self.source or str(self.path)
 
     @property
     def img_size(self) -> int:
@@ -252,9 +258,9 @@ class SamModel:
 
 # ---- checkpoints ------------------------------------------------------------------------------------------------------
 
-def read_state_dict(path: Path) -> tuple[dict, dict]:
-    """A checkpoint's tensors and metadata: safetensors, or a pickle loaded with ``weights_only=True`` (never runs
-    code; pickles have no metadata)."""
+def read_state_dict(path: Path, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """A checkpoint's tensors, read onto ``device``, and its metadata: safetensors, or a pickle loaded with
+    ``weights_only=True`` (never runs code; pickles have no metadata) and memory-mapped where its format allows."""
     if not path.exists():
         raise ModelNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -265,12 +271,17 @@ def read_state_dict(path: Path) -> tuple[dict, dict]:
         try:
             with safe_open(str(path), "pt") as f:
                 metadata = dict(f.metadata() or {})
-            return load_file(str(path)), metadata
+            return load_file(str(path), device=str(device)), metadata
         except Exception as e:
             raise CheckpointError(f"SAM checkpoint {path} is not a valid safetensors file ({e}); it may be truncated: "
                                   f"delete it and download it again") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: each tensor goes from the file to ``device`` without a full copy in host memory
+            state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # only the legacy (pre-zip) format cannot be mapped
+                raise
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower() or "unpickl" in str(e).lower():
@@ -323,7 +334,7 @@ def load_sam(path: str | os.PathLike, kind: str | None = None, device: str | tor
     """
     p = resolve_sam_path(path, download)
     dev = resolve_device(device)
-    state, metadata = read_state_dict(p)
+    state, metadata = read_state_dict(p, dev)
     if kind is not None and kind not in SAM_ARCHS:
         raise InputError(f"unknown SAM kind {kind!r}; use one of {', '.join(SAM_KINDS)}")
     if arch is None and kind is None and ARCH_METADATA_KEY in metadata:
@@ -337,14 +348,20 @@ def load_sam(path: str | os.PathLike, kind: str | None = None, device: str | tor
                                   f"architecture in its metadata); pass --sam-kind, or save it with "
                                   f"rea2seg.models.sam.save_sam")
         arch, label = SAM_ARCHS[kind], kind
-    sam = arch.build()
+    # SAM runs in fp32 (a half-precision conversion is widened on load)
+    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
+    with torch.device("meta"):  # no random init, no host copy: the checkpoint's tensors become the weights
+        sam = arch.build()
     try:
-        sam.load_state_dict(state, strict=True)
+        sam.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         actual = kind_from_state(state)
         hint = f"the file looks like {actual!r}" if actual and actual != label else "the file does not match"
         raise CheckpointError(f"SAM checkpoint {p} does not fit kind {label!r} ({hint}); pass the right kind "
                               f"(--sam-kind) or the right file ({str(e).splitlines()[0][:160]})") from None
+    # the normalisation constants are not in checkpoints (non-persistent buffers): set them where the model runs
+    sam.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN, device=dev).view(-1, 1, 1), False)
+    sam.register_buffer("pixel_std", torch.tensor(PIXEL_STD, device=dev).view(-1, 1, 1), False)
     sam.to(dev).eval()
     return SamModel(sam, label, p, dev, str(path))
 

@@ -40,13 +40,14 @@ class EngineGate:
     #: How often a waiting thread re-checks an external cancel callable, in seconds.
     poll_s = 0.2
 
-    def __init__(self, capacity: int = 1, max_queue: int = 8):
+    def __init__(self, capacity: int = 1, max_queue: int = 8, busy_fix: str = "allow more waiting requests"):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
         self.capacity = capacity
         self.max_queue = max_queue
+        self.busy_fix = busy_fix  # how the operator lets more requests wait, in the door's terms
         self._cond = threading.Condition()
         self._queue: deque[_Ticket] = deque()
         self._active = 0
@@ -96,7 +97,7 @@ class EngineGate:
                 self._rejected += 1
                 raise BusyError(
                     f"busy: {self._active} request(s) running and {len(self._queue)} waiting, the queue limit "
-                    f"(max_queue={self.max_queue}); retry in a moment or start the server with a larger --max-queue")
+                    f"(max_queue={self.max_queue}); retry in a moment or {self.busy_fix}")
             ticket = _Ticket(external)
             self._queue.append(ticket)
             return ticket

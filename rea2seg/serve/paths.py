@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import InputError
+from .messages import DoorWording
 
 #: Environment variable with the allowed directories, separated by ``os.pathsep`` (":" on Linux/macOS, ";" on Windows).
 ALLOWED_DIRS_ENV = "REA2SEG_ALLOWED_DIRS"
@@ -34,9 +35,10 @@ class AllowedDirs:
 
     dirs: directories given by the operator (CLI flag, environment, constructor); relative ones are taken from the
     current directory, symlinks are resolved once here. Each must exist. An empty list refuses every path.
+    setting: what the operator calls this setting (named when a directory does not exist).
     """
 
-    def __init__(self, dirs: Iterable[str | os.PathLike] = ()):
+    def __init__(self, dirs: Iterable[str | os.PathLike] = (), setting: str = "allowed directories"):
         roots: list[Path] = []
         for d in dirs:
             if not os.fspath(d):
@@ -44,7 +46,7 @@ class AllowedDirs:
             real = _real(Path(d).expanduser())
             if not real.is_dir():
                 raise InputError(f"allowed directory {d} does not exist or is not a directory; create it or fix "
-                                 f"the --allowed-dir / {ALLOWED_DIRS_ENV} setting")
+                                 f"the {setting} setting")
             if real not in roots:
                 roots.append(real)
         self.roots: tuple[Path, ...] = tuple(roots)
@@ -53,7 +55,7 @@ class AllowedDirs:
     def from_env(cls, extra: Iterable[str | os.PathLike] = (), env: str = ALLOWED_DIRS_ENV) -> "AllowedDirs":
         """The directories in ``extra`` plus those listed in the environment variable ``env``."""
         listed = [p for p in os.environ.get(env, "").split(os.pathsep) if p.strip()]
-        return cls([*extra, *listed])
+        return cls([*extra, *listed], setting=f"--allowed-dir / {env}")
 
     def __bool__(self) -> bool:
         return bool(self.roots)
@@ -64,12 +66,12 @@ class AllowedDirs:
     def describe(self) -> str:
         return ", ".join(str(r) for r in self.roots) if self.roots else "(none configured)"
 
-    def check_file(self, path: str, what: str = "image_path") -> Path:
+    def check_file(self, path: str, what: str = "image_path", wording: DoorWording = DoorWording()) -> Path:
         """Return the real path of ``path`` if it is an existing regular file inside an allowed directory.
 
         Raises ``InputError`` naming the problem: not a string, relative, outside the allowed directories (also
-        when a symlink inside them points out), missing, a directory, or not a regular file. Whether a file outside
-        the allowed directories exists is never revealed.
+        when a symlink inside them points out), missing, a directory, or not a regular file; the fix in the door's
+        ``wording``. Whether a file outside the allowed directories exists is never revealed.
         """
         if not isinstance(path, str) or not path.strip():
             raise InputError(f"{what} must be a non-empty absolute file path")
@@ -79,8 +81,8 @@ class AllowedDirs:
             raise InputError(f"{what} must be an absolute path, got {path!r}; pass the full path of a file inside "
                              f"the allowed directories: {self.describe()}")
         if not self.roots:
-            raise InputError(f"no directories are allowed for reading, so {path} cannot be opened; start the "
-                             f"server with --allowed-dir DIR (or set {ALLOWED_DIRS_ENV}), or pass image_base64")
+            raise InputError(f"no directories are allowed for reading, so {path} cannot be opened; "
+                             f"{wording.no_dirs}")
         real = _real(path)
         if not any(_inside(real, root) for root in self.roots):
             lexical = Path(os.path.normpath(path))
@@ -88,7 +90,7 @@ class AllowedDirs:
                 raise InputError(f"{path} is a symlink (or under one) that leads outside the allowed directories "
                                  f"({self.describe()}); copy the file into one of them instead")
             raise InputError(f"{path} is outside the allowed directories ({self.describe()}); move the file into "
-                             f"one of them or start the server with --allowed-dir for its folder")
+                             f"one of them or {wording.allow_dir}")
         try:
             st = os.stat(real)
         except FileNotFoundError:
@@ -100,7 +102,7 @@ class AllowedDirs:
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"{path} is not a regular file (a pipe, socket or device); pass an image file")
         if not os.access(real, os.R_OK):
-            raise InputError(f"{path} is not readable by the server process; check its permissions")
+            raise InputError(f"{path} is not readable by this process; check its permissions")
         return real
 
 
@@ -118,11 +120,10 @@ class OutputDir:
     def __bool__(self) -> bool:
         return self.path is not None
 
-    def file(self, name: str, suffix: str = ".png") -> Path:
+    def file(self, name: str, suffix: str = ".png", wording: DoorWording = DoorWording()) -> Path:
         """The path for a new output file ``name`` inside the folder; raises ``InputError`` for an unsafe name."""
         if self.path is None:
-            raise InputError("no output directory is configured, so nothing can be saved; start the server with "
-                             "--output-dir DIR")
+            raise InputError(f"no output directory is configured, so nothing can be saved; {wording.output_dir}")
         if not isinstance(name, str) or not _SAFE_NAME.match(name):
             raise InputError(f"file name {name!r} is not allowed; use letters, digits, '.', '_' or '-' only "
                              f"(no folders), at most 128 characters, not starting with '.'")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -18,10 +18,11 @@ import numpy as np
 
 from .. import images, render
 from ..config import MAX_IMAGE_PIXELS, check_sources
-from ..errors import Cancelled, InputError, ModelError, Rea2SegError
+from ..errors import Cancelled, InputError, ModelError, OutputExistsError, Rea2SegError
 from ..inputs import check_mode, check_question, check_top_k
 from ..types import CancelCheck, Progress, SegmentationResult
 from .gate import EngineGate
+from .messages import DoorWording
 from .paths import AllowedDirs, OutputDir
 from .store import ResultStore
 
@@ -34,21 +35,79 @@ PreviewKind = Literal["overlay", "mask", "candidates", "heatmap", "none"]
 
 #: Previews handed to a model: long side at most this many pixels ...
 PREVIEW_MAX_SIDE = 1024
-#: ... and at most this many PNG bytes (base64 adds a third; clients cap a whole message near 1 MiB).
+#: ... and at most this many bytes (base64 adds a third; clients cap a whole message near 1 MiB).
 PREVIEW_MAX_BYTES = 400_000
 #: Cap on a base64-encoded input image, in decoded bytes.
 MAX_BASE64_BYTES = 8 * 1024 * 1024
+#: How often a request waiting for the models to load reports that it still waits, in seconds.
+HEARTBEAT_S = 2.0
 
 
-def preview_png(array: np.ndarray, max_side: int = PREVIEW_MAX_SIDE, max_bytes: int = PREVIEW_MAX_BYTES) -> bytes:
-    """PNG bytes of an image or mask for a model to look at: long side <= ``max_side``, shrunk further until the
-    file is at most ``max_bytes`` (photos compress poorly as PNG)."""
-    side = min(max_side, max(array.shape[:2]))
+@dataclass(frozen=True)
+class PreviewImage:
+    """An encoded image for a model to look at: ``mime_type`` image/jpeg (photos) or image/png (masks)."""
+
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+
+def preview_image(array: np.ndarray, max_side: int = PREVIEW_MAX_SIDE, max_bytes: int = PREVIEW_MAX_BYTES
+                  ) -> PreviewImage:
+    """A preview of an (H, W) mask as PNG (exact 0/255 edges) or of an (H, W, 3) picture as JPEG (q85: assets/coffee.jpg
+    at 1024x683 is 113 KB, where PNG needs 903 KB and had to shrink to 576 px): long side <= ``max_side``, shrunk
+    further until the file is at most ``max_bytes``."""
+    mask = np.asarray(array).ndim == 2
+    h, w = array.shape[:2]
+    side = min(max_side, max(h, w))
     while True:
-        data = images.png_bytes(array, max_side=side)
+        data = images.png_bytes(array, max_side=side) if mask else images.jpeg_bytes(array, max_side=side)
         if len(data) <= max_bytes or side <= 128:
-            return data
+            s = min(1.0, side / max(h, w))
+            return PreviewImage(data, "image/png" if mask else "image/jpeg", max(1, round(w * s)),
+                                max(1, round(h * s)))
         side = int(side * 0.75)
+
+
+class ProgressScale:
+    """Engine progress (stage, done, total) as one number that only grows over a whole job, with a fixed total: the
+    job's steps take one unit each, in order ("loading models" first; discovery reports its four stages as one step
+    0/4..4/4). A step with an unknown total (0: a heartbeat while the models load, ``done`` = seconds waited) creeps
+    towards the end of its unit without reaching it. ``report(progress, total, message)`` is called only when the
+    number grows; ``finish()`` reports the end."""
+
+    def __init__(self, steps: list[str], report: Callable[[float, float, str], None]):
+        self.steps, self.report, self.last = steps, report, -1.0
+
+    @property
+    def total(self) -> float:
+        return float(len(self.steps))
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        step = DISCOVERY if stage in DISCOVERY_STAGES else stage
+        if step not in self.steps:
+            return
+        fraction = min(done / total, 1.0) if total else done / (done + 30.0)
+        message = f"{stage} ({done} s)" if not total else stage if step == DISCOVERY else f"{stage} {done}/{total}"
+        self._report(self.steps.index(step) + fraction, message)
+
+    def finish(self) -> None:
+        self._report(self.total, "done")
+
+    def _report(self, value: float, message: str) -> None:
+        value = round(value, 4)
+        if value > self.last:
+            self.last = value
+            self.report(value, self.total, message)
+
+
+LOADING, DISCOVERY = "loading models", "discovery"
+#: The stage names discovery reports (as steps 0..4 of 4).
+DISCOVERY_STAGES = ("attention", "prompts", "sam_embedding", "sam_masks", "discovered")
+#: The steps of each kind of job, in order (``ProgressScale``).
+JOB_STAGES = {"segment": [LOADING, DISCOVERY, "scoring"], "discover": [LOADING, DISCOVERY],
+              "score": [LOADING, "scoring"]}
 
 
 class SegmentationService:
@@ -57,16 +116,18 @@ class SegmentationService:
     pipeline: a loaded ``Rea2Seg``, or a zero-argument callable that loads one (call ``start_loading`` to load it
     in a background thread at start-up; jobs wait for it). allowed_dirs: where image paths may point. output_dir:
     where masks may be saved (None: saving refused). max_queue: requests waiting beyond the running one before
-    ``BusyError``. max_results: results kept for follow-ups. max_base64_bytes: cap on a base64 image.
+    ``BusyError``. max_results: results kept for follow-ups. max_base64_bytes: cap on a base64 image. wording: how
+    the door's user changes a setting, named in error messages.
     """
 
     def __init__(self, pipeline: "Rea2Seg | Callable[[], Rea2Seg]", allowed_dirs: AllowedDirs | None = None,
                  output_dir: OutputDir | None = None, max_queue: int = 8, max_results: int = 32,
                  max_base64_bytes: int = MAX_BASE64_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
-                 gate: EngineGate | None = None):
+                 gate: EngineGate | None = None, wording: DoorWording = DoorWording()):
+        self.wording = wording
         self.allowed_dirs = allowed_dirs if allowed_dirs is not None else AllowedDirs()
         self.output_dir = output_dir if output_dir is not None else OutputDir(None)
-        self.gate = gate or EngineGate(capacity=1, max_queue=max_queue)
+        self.gate = gate or EngineGate(capacity=1, max_queue=max_queue, busy_fix=wording.max_queue)
         self.store: ResultStore[SegmentationResult] = ResultStore(max_results)
         self.max_base64_bytes = max_base64_bytes
         self.max_pixels = max_pixels
@@ -103,14 +164,19 @@ class SegmentationService:
         return t
 
     def pipeline(self, cancelled: CancelCheck | None = None, progress: Progress | None = None) -> "Rea2Seg":
-        """The loaded pipeline, waiting for a background load if needed."""
+        """The loaded pipeline, waiting for a background load if needed; while waiting, ``progress`` hears
+        ("loading models", seconds waited, 0) every ``HEARTBEAT_S`` seconds (the next stage's report ends it)."""
         if self._factory is not None:  # nobody started the load yet: start it now
             self.start_loading()
-        if not self._loaded.is_set() and progress:
-            progress("loading models", 0, 1)
+        t0 = time.monotonic()
+        beat = -HEARTBEAT_S
         while not self._loaded.wait(0.2):
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled while the models were loading")
+            waited = time.monotonic() - t0
+            if progress and waited - beat >= HEARTBEAT_S:
+                beat = waited
+                progress(LOADING, int(waited), 0)
         if self._load_error is not None:
             e = self._load_error
             if isinstance(e, Rea2SegError):
@@ -119,15 +185,17 @@ class SegmentationService:
         return self._pipeline
 
     def status(self) -> dict:
+        """What a status call reports; ``models`` has ``state`` "loading", "ready" (with the pipeline's status) or
+        "error" (with ``error``)."""
         if not self._loaded.is_set():
-            models: dict | str = "loading"
+            models: dict = {"state": "loading"}
         elif self._load_error is not None:
-            models = {"error": str(self._load_error)}
+            models = {"state": "error", "error": str(self._load_error)}
         else:
             try:
-                models = self._pipeline.status()
+                models = {"state": "ready", **self._pipeline.status()}
             except Exception as e:  # status must never fail the status call
-                models = {"error": f"{e.__class__.__name__}: {e}"}
+                models = {"state": "error", "error": f"{e.__class__.__name__}: {e}"}
         return {"models": models, "engine": self.gate.status(), "results_kept": len(self.store),
                 "max_results": self.store.max_items,
                 "allowed_dirs": [str(r) for r in self.allowed_dirs.roots],
@@ -142,7 +210,7 @@ class SegmentationService:
             raise InputError("pass exactly one of image_path (an absolute file path) or image_base64" if image_path
                              else "no image given: pass image_path (an absolute path of a local image file)")
         if image_path:
-            return image_path, self.allowed_dirs.check_file(image_path)
+            return image_path, self.allowed_dirs.check_file(image_path, wording=self.wording)
         if not isinstance(image_base64, str):
             raise InputError("image_base64 must be a base64 string")
         if len(image_base64) * 3 // 4 > self.max_base64_bytes + 3:
@@ -191,7 +259,7 @@ class SegmentationService:
                   mode: str | None = None, top_k: int = 3, merge: bool = False):
         """Score (again) the candidates of a kept result, optionally some of them (by candidate number) and/or for
         another question. Candidates keep their numbers."""
-        prev = self.store.get(result_id)
+        prev = self.get(result_id)
         question = prev.question if question is None or question == "" else check_question(question)
         top_k, mode = check_top_k(top_k), check_mode(mode)
         n = len(prev.candidates)
@@ -212,6 +280,7 @@ class SegmentationService:
             timings = {"scoring": (time.perf_counter() - t) * 1000}
             result = pipe.select(question, scored, top_k=min(top_k, len(scored)), merge=bool(merge),
                                  heatmap=prev.heatmap, timings_ms=timings, mode=mode, image=prev.image)
+            result.timings_ms["total"] = (time.perf_counter() - t) * 1000
             return self._keep(replace(result, kind="score", grid=prev.grid, peaks=prev.peaks))
         return job
 
@@ -230,28 +299,38 @@ class SegmentationService:
     # ---- outputs ---------------------------------------------------------------------------------------------------
 
     def get(self, result_id: str) -> SegmentationResult:
-        return self.store.get(result_id)
+        return self.store.get(result_id, self.wording.max_results)
+
+    def results(self) -> list[SegmentationResult]:
+        """The kept results, most recently used first."""
+        out = []
+        for result_id in reversed(self.store.ids()):
+            try:
+                out.append(self.store.get(result_id))
+            except InputError:  # dropped meanwhile
+                pass
+        return out
 
     def preview(self, entry: SegmentationResult, kind: PreviewKind = "overlay", candidate: int | None = None
-                ) -> bytes | None:
-        """PNG bytes for a model to look at (see ``preview_png``), or None for kind "none".
+                ) -> PreviewImage | None:
+        """An image for a model to look at (see ``preview_image``), or None for kind "none".
 
-        overlay: the answer (or ``candidate``) drawn on the image; mask: the bare mask; candidates: every candidate
-        numbered on the image; heatmap: the attention map on the image.
+        overlay: the answer (or ``candidate``) drawn on the image; mask: the bare mask (PNG); candidates: every
+        candidate numbered on the image; heatmap: the attention map on the image.
         """
         if kind == "none":
             return None
         if kind == "candidates":
-            return preview_png(render.candidate_sheet(entry.image, entry.candidates))
+            return preview_image(render.candidate_sheet(entry.image, entry.candidates))
         if kind == "heatmap":
             if entry.heatmap is None:
                 raise InputError(f"result {entry.result_id} has no heat map")
-            return preview_png(render.heatmap_overlay(entry.image, entry.heatmap))
+            return preview_image(render.heatmap_overlay(entry.image, entry.heatmap))
         mask = entry.candidate_mask(candidate)
         if kind == "mask":
-            return preview_png(mask)
+            return preview_image(mask)
         if kind == "overlay":
-            return preview_png(render.overlay(entry.image, mask))
+            return preview_image(render.overlay(entry.image, mask))
         raise InputError(f"preview must be one of overlay, mask, candidates, heatmap, none; got {kind!r}")
 
     def save_mask(self, entry: SegmentationResult, candidate: int | None = None, filename: str | None = None
@@ -260,5 +339,9 @@ class SegmentationService:
         mask = entry.candidate_mask(candidate)
         name = filename or (f"{entry.result_id}_mask" if candidate is None
                             else f"{entry.result_id}_candidate{candidate}")
-        return images.save_mask(self.output_dir.file(name), mask, overwrite=False)
-
+        target = self.output_dir.file(name, wording=self.wording)
+        try:
+            return images.save_mask(target, mask, overwrite=False)
+        except OutputExistsError:
+            raise OutputExistsError(f"{target} already exists and is never overwritten; save under another "
+                                    f"filename") from None

@@ -43,8 +43,9 @@ class ResultStore(Generic[T]):
                 self._items.popitem(last=False)
             return result_id
 
-    def get(self, result_id: str) -> T:
-        """The result for ``result_id`` (and mark it recently used); ``InputError`` if unknown or expired."""
+    def get(self, result_id: str, more_fix: str = "keep more results") -> T:
+        """The result for ``result_id`` (and mark it recently used); ``InputError`` if unknown or expired (naming
+        ``more_fix``, how the operator keeps more)."""
         if not isinstance(result_id, str) or not _ID.match(result_id):
             raise InputError(f"result_id {result_id!r} is not a result id; pass the result_id a previous call "
                              f"returned (like 'r0123456789ab')")
@@ -53,8 +54,9 @@ class ResultStore(Generic[T]):
                 self._items.move_to_end(result_id)
                 return self._items[result_id]
             except KeyError:
-                raise InputError(f"unknown result_id {result_id!r}: it never existed or has expired (the server "
-                                 f"keeps the {self.max_items} most recent results); run the tool again") from None
+                raise InputError(f"unknown result_id {result_id!r}: it never existed or has expired (only the "
+                                 f"{self.max_items} most recent results are kept); run the tool again, or "
+                                 f"{more_fix}") from None
 
     def ids(self) -> list[str]:
         """Ids, least recently used first."""

@@ -1,12 +1,15 @@
 """Drive a real, headless ComfyUI server from tests: start/stop it, talk HTTP and websocket, convert UI workflows.
 
-The server is the unmodified ComfyUI 0.3.75 fetched by ``scripts/setup_comfyui.py``, started as a subprocess on
-127.0.0.1 with its own base directory (models, input, output, custom_nodes). Nothing here imports ComfyUI in-process.
+The server is an unmodified ComfyUI (0.3.75, and 0.33.0 where its tarball is present) fetched by
+``scripts/setup_comfyui.py``, started as a subprocess on 127.0.0.1 with its own base directory (models, input, output,
+custom_nodes) and its version's extra packages (the pinned web frontend among them) on ``PYTHONPATH``. Nothing here
+imports ComfyUI in-process.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -39,8 +42,10 @@ class ComfyServer:
     """A ComfyUI subprocess. ``start()`` returns once ``ready_node`` is listed by ``/object_info`` (which proves our
     pack imported: an import failure is only logged, ComfyUI keeps running)."""
 
-    def __init__(self, comfy_dir: Path, base_dir: Path, port: int | None = None, env: dict | None = None):
+    def __init__(self, comfy_dir: Path, base_dir: Path, packages: Path | None = None, port: int | None = None,
+                 env: dict | None = None):
         self.comfy_dir = Path(comfy_dir).resolve()
+        self.packages = packages
         self.base_dir = Path(base_dir).resolve()
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,12 +55,19 @@ class ComfyServer:
         self.start_seconds: float | None = None
 
     def start(self, ready_node: str, timeout: float = 180.0) -> "ComfyServer":
-        frontend = self.base_dir / "empty-frontend"  # no web UI needed: skips the comfyui-frontend-package check
-        frontend.mkdir(parents=True, exist_ok=True)
+        # the web UI is the version's pinned comfyui-frontend-package from ``packages`` (none: an empty front end)
+        front_end = []
+        if self.packages is None:
+            (self.base_dir / "empty-frontend").mkdir(parents=True, exist_ok=True)
+            front_end = ["--front-end-root", str(self.base_dir / "empty-frontend")]
+        # an in-memory database: 0.33's default file lives in the ComfyUI tree, ignoring --base-directory
         cmd = [sys.executable, str(self.comfy_dir / "main.py"), "--cpu", "--listen", "127.0.0.1",
-               "--port", str(self.port), "--base-directory", str(self.base_dir), "--front-end-root", str(frontend),
-               "--disable-auto-launch", "--disable-api-nodes", "--dont-print-server"]
+               "--port", str(self.port), "--base-directory", str(self.base_dir), *front_end,
+               "--disable-auto-launch", "--disable-api-nodes", "--dont-print-server",
+               "--database-url", "sqlite:///:memory:"]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        if self.packages is not None:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(self.packages)) if p)
         t0 = time.monotonic()
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -95,7 +107,7 @@ class ComfyServer:
 
     def log_text(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
+            return re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))  # 0.33 colours its log
         except OSError:
             return ""
 
@@ -160,10 +172,11 @@ def messages(entry: dict) -> dict[str, dict]:
 
 # ---- UI (litegraph) workflow -> API prompt ---------------------------------------------------------------------------
 
-def _input_specs(info: dict) -> list[tuple[str, list]]:
+def _input_specs(info: dict, with_group: bool = False) -> list[tuple]:
     spec = info["input"]
     order = info.get("input_order") or {k: list(spec.get(k, {})) for k in ("required", "optional")}
-    return [(name, spec[group][name]) for group in ("required", "optional") for name in order.get(group, [])]
+    return [(name, spec[group][name], group) if with_group else (name, spec[group][name])
+            for group in ("required", "optional") for name in order.get(group, [])]
 
 
 def _is_widget(spec: list) -> bool:
@@ -201,37 +214,44 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             if slot.get("link") is not None:
                 link = links[slot["link"]]
                 linked[slot["name"]] = [str(link[1]), link[2]]
-        widgets = [(n, s) for n, s in _input_specs(object_info[ntype]) if _is_widget(s)]
-        optional = set(object_info[ntype]["input"].get("optional", {}))
+        widgets = [(n, s, g) for n, s, g in _input_specs(object_info[ntype], with_group=True) if _is_widget(s)]
         if isinstance(values, dict):
-            inputs.update({n: values[n] for n, _ in widgets if n in values})
+            inputs.update({n: values[n] for n, _, _ in widgets if n in values})
         else:
             i = 0
-            for name, spec in widgets:
+            for k, (name, spec, group) in enumerate(widgets):
                 if i >= len(values):
-                    # a workflow saved before the node gained optional widgets: the editor assigns the saved values
-                    # in order and leaves the newer widgets at their defaults
-                    if name in optional:
-                        opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-                        inputs[name] = opts.get("default", spec[0][0] if isinstance(spec[0], list) else None)
-                        continue
+                    # a workflow saved before the node gained optional inputs: the editor leaves them at their
+                    # defaults (they are not sent); a missing required widget is an error
+                    if all(g == "optional" for _, _, g in widgets[k:]):
+                        break
                     raise ValueError(f"node {nid} ({ntype}): {len(values)} widget values for widgets "
-                                     f"{[n for n, _ in widgets]}")
+                                     f"{[n for n, _, _ in widgets]}")
                 inputs[name] = values[i]
                 i += 1 + _extra_values(spec)
             if i != len(values):
                 raise ValueError(f"node {nid} ({ntype}): {len(values)} widget values, expected {i} for widgets "
-                                 f"{[n for n, _ in widgets]}")
+                                 f"{[n for n, _, _ in widgets]}")
         inputs.update(linked)
         prompt[nid] = {"class_type": ntype, "inputs": inputs,
                        "_meta": {"title": node.get("title") or object_info[ntype].get("display_name", ntype)}}
     return prompt
 
 
+def progress_text_event(data: bytes) -> dict | None:
+    """A binary websocket message of type 3 (``send_progress_text``: 4-byte type, 4-byte node id length, node id, UTF-8
+    text) as ``{"type": "progress_text", "data": {"node", "text"}}``; None for other binary messages (previews)."""
+    if len(data) < 8 or int.from_bytes(data[:4], "big") != 3:
+        return None
+    n = int.from_bytes(data[4:8], "big")
+    return {"type": "progress_text", "data": {"node": data[8:8 + n].decode(), "text": data[8 + n:].decode()}}
+
+
 # ---- websocket: run a prompt and collect its events ------------------------------------------------------------------
 
 def run_with_events(server: ComfyServer, prompt: dict, timeout: float = 120.0, interrupt_on=None) -> tuple[dict, list]:
-    """Queue ``prompt`` while listening on ``/ws``; returns (history entry, JSON events of this prompt).
+    """Queue ``prompt`` while listening on ``/ws``; returns (history entry, JSON events of this prompt, and the nodes'
+    progress texts as ``progress_text`` events).
 
     ``interrupt_on(event) -> bool``: POST ``/interrupt`` the first time it returns True (e.g. on the first progress
     event of a given node), which is how the editor's Cancel button stops a run.
@@ -253,6 +273,11 @@ def run_with_events(server: ComfyServer, prompt: dict, timeout: float = 120.0, i
                 prompt_id = body["prompt_id"]
                 interrupted = False
                 async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        text = progress_text_event(msg.data)
+                        if text is not None:
+                            events.append(text)
+                        continue
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         continue
                     event = json.loads(msg.data)

@@ -1,17 +1,17 @@
-"""The node pack in a real ComfyUI 0.3.75 server (headless, 127.0.0.1), driven over HTTP and the websocket as the
-editor does. Models are tiny random-weight ones: these tests prove plumbing (types, shapes, sizes, errors, progress,
-interrupts), never segmentation quality."""
+"""The node pack in real ComfyUI servers (0.3.75, and 0.33.0 where its tarball is present; headless, 127.0.0.1),
+driven over HTTP and the websocket as the editor does. Models are tiny random-weight ones: these tests prove plumbing
+(types, shapes, sizes, errors, progress, interrupts), never segmentation quality."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
-import shutil
+import os
+import re
 import subprocess
 import sys
 import time
-from pathlib import Path
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -19,7 +19,8 @@ from PIL import Image
 
 from rea2seg.config import MAX_TOP_K
 
-from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, ComfyServer, messages, run_with_events, ui_to_api
+from comfy_fixtures import USER_SAM, USER_SAM2, USER_SAM3, USER_VLM
+from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, messages, run_with_events, ui_to_api
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +28,10 @@ WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
 OURS = {"Rea2Seg_LoadModels", "Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandidates", "Rea2Seg_SelectMask",
         "Rea2Seg_CandidateMasks", "Rea2Seg_ReasoningSegment"}
 ENGINE_NODES = {"Rea2Seg_DiscoverCandidates", "Rea2Seg_ScoreCandidates", "Rea2Seg_ReasoningSegment"}
-TINY_VLM, TINY_SAM = "tiny-random-qwen2_5_vl", "sam_tiny_random.safetensors"
-TINY_SAM2, TINY_SAM3 = "sam2/tiny-random-sam2.1", "sam3/tiny-random-sam3"  # as LoadModels lists the directories
-# The templates ship with preset "default" (downloads ~17 GB on first use); here LoadModels points at the tiny models
+BASIC = REPO_ROOT / "workflows" / "Reasoning segmentation step by step.json"
+# The templates ship with preset "default" (downloads ~19 GB on first use); here LoadModels points at the tiny models
 # placed in ComfyUI's model folders instead. Nothing else in a template is changed.
-TINY_MODELS = {"preset": "custom", "vlm": TINY_VLM, "sam": TINY_SAM, "auto_download": False}
+TINY_MODELS = {"preset": "custom", "vlm": USER_VLM, "sam": USER_SAM, "auto_download": False}
 
 
 def with_inputs(prompt: dict, class_type: str, **inputs) -> dict:
@@ -60,6 +60,15 @@ def saved_images(comfy, entry: dict) -> dict[str, list[Image.Image]]:
     return out
 
 
+def assert_final_texts(prompt: dict, events: list, cached: set = frozenset()) -> None:
+    """The last text each of our nodes showed is what it produced ("loaded ...", "found 3 candidates", "scored ...",
+    "score ..."), not the label of a stage it went through ("discovered", "scoring", "downloading ...")."""
+    last = {e["data"]["node"]: e["data"]["text"] for e in events if e["type"] == "progress_text"}
+    for nid, node in prompt.items():
+        if node["class_type"] in ENGINE_NODES | {"Rea2Seg_LoadModels"} and nid not in cached:
+            assert re.match(r"(loaded|found|scored|score) ", last.get(nid, "")), (node["class_type"], last.get(nid))
+
+
 def assert_success(entry: dict) -> None:
     msgs = messages(entry)
     assert entry["status"]["status_str"] == "success", json.dumps(msgs.get("execution_error"), indent=1)[:3000]
@@ -70,78 +79,8 @@ def error_of(entry: dict) -> dict:
     return messages(entry)["execution_error"]
 
 
-# ---- one ComfyUI server for the module: this repo in custom_nodes/, tiny models in models/ -------------------------
-
-@pytest.fixture(scope="module")
-def comfy_dir() -> Path:
-    """ComfyUI 0.3.75, fetched and extracted by scripts/setup_comfyui.py (cached after the first run)."""
-    spec = importlib.util.spec_from_file_location("setup_comfyui", REPO_ROOT / "scripts" / "setup_comfyui.py")
-    setup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(setup)
-    return setup.ensure_comfyui()
-
-
-@pytest.fixture(scope="module")
-def comfy_base(tmp_path_factory, comfy_dir) -> Path:
-    """ComfyUI's base directory: custom_nodes/rea2seg -> this repo, models/{LLM,sams,sam2,sam3} with tiny models,
-    input/ with ComfyUI's own example.png (what the templates load) and a small non-square image."""
-    from rea2seg.testing import tiny_models_dir
-    from rea2seg.testing import ensure_tiny_models
-
-    base = tmp_path_factory.mktemp("comfyui-base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "rea2seg").symlink_to(REPO_ROOT, target_is_directory=True)
-    t = time.monotonic()
-    vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())  # the engine's shared tiny cache, built once
-    _, sam2_dir = ensure_tiny_models(tiny_models_dir(), "qwen2_5_vl", "sam2")
-    vlm3_dir, sam3_dir = ensure_tiny_models(tiny_models_dir(), "qwen3_vl", "sam3")
-    TIMINGS["tiny models ready"] = time.monotonic() - t
-    for src, folder in ((vlm_dir, "LLM"), (vlm3_dir, "LLM"), (sam_path, "sams"), (sam2_dir, "sam2"),
-                        (sam3_dir, "sam3")):  # linked into ComfyUI's folders, as a user copies them
-        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        (base / "models" / folder / src.name).symlink_to(src)
-    (base / "input").mkdir()
-    shutil.copy(comfy_dir / "input" / "example.png", base / "input" / "example.png")
-    rng = np.random.default_rng(0)
-    img = np.zeros((64, 96, 3), np.uint8)
-    img[:] = (90, 140, 200)
-    img[20:50, 30:70] = (220, 60, 40)
-    img += rng.integers(0, 20, img.shape, dtype=np.uint8)
-    Image.fromarray(img).save(base / "input" / TEST_IMAGE)
-    return base
-
-
-@pytest.fixture(scope="module")
-def comfy(comfy_dir, comfy_base, pytestconfig):
-    server = ComfyServer(comfy_dir, comfy_base)
-    server.start(ready_node="Rea2Seg_LoadModels")
-    TIMINGS["ComfyUI start to /object_info"] = server.start_seconds
-    yield server
-    server.stop()
-    report_timings(pytestconfig)
-
-
-@pytest.fixture(scope="module")
-def object_info(comfy) -> dict:
-    status, info = comfy.get("/object_info", timeout=60)
-    assert status == 200
-    return info
-
-
-def report_timings(config) -> None:
-    """What this session measured: printed at the end of the module and kept in .cache/comfyui/timings.json."""
-    out = REPO_ROOT / ".cache" / "comfyui" / "timings.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({k: round(v, 2) for k, v in TIMINGS.items()}, indent=1))
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():  # fixture teardown output is captured otherwise
-            reporter.write_line("")
-            reporter.write_sep("-", "ComfyUI timings (tiny random-weight models)")
-            for name, seconds in TIMINGS.items():
-                reporter.write_line(f"{name}: {seconds:.2f} s")
-
+# The servers (one per ComfyUI version for the session), their base directories and /object_info come from
+# comfy_fixtures.py.
 
 # ---- start-up and node definitions -----------------------------------------------------------------------------------
 
@@ -182,10 +121,12 @@ def test_object_info_declares_our_nodes(comfy, object_info):
         return object_info[node_id]["input"]["required"]
 
     load = req("Rea2Seg_LoadModels")
-    assert {"custom", "default", "small", "tiny-random"} <= set(load["preset"][0])
-    assert TINY_VLM in load["vlm"][0]  # a directory under models/LLM with a config.json
-    assert TINY_SAM in load["sam"][0]  # a file in models/sams
-    assert {TINY_SAM2, TINY_SAM3} <= set(load["sam"][0])  # transformers checkpoints in models/sam2, models/sam3
+    assert {"custom", "default", "small", "tiny-random", "tiny-random-lisa", "lisa-7b", "sesame"} \
+        <= set(load["preset"][0])
+    assert USER_VLM in load["vlm"][0]  # a directory under models/LLM with a config.json
+    assert USER_SAM in load["sam"][0]  # a file in models/sams
+    # transformers checkpoints in models/sam2, models/sam3
+    assert {f"sam2/{USER_SAM2}", f"sam3/{USER_SAM3}"} <= set(load["sam"][0])
     assert {"sam2", "sam3", "tiny-random-sam2", "tiny-random-sam3"} <= set(load["preset"][0])
     assert load["device"][0] == ["auto", "cpu"] and load["keep_loaded"][0] == "BOOLEAN"
     assert load["auto_download"][0] == "BOOLEAN"
@@ -222,13 +163,24 @@ def test_templates_are_listed_and_served(comfy):
     status, listing = comfy.get("/api/workflow_templates")
     assert status == 200 and sorted(listing["rea2seg"]) == names
     for path in WORKFLOWS:
-        status, body = comfy.get(f"/api/workflow_templates/rea2seg/{path.name}")
+        # the file name is the card's title in the template browser: words, not a slug
+        assert re.fullmatch(r"[A-Z][a-z-]+( [a-z-]+)+", path.stem), path.stem
+        quoted = urllib.parse.quote(path.name)  # as the frontend requests it
+        status, body = comfy.get(f"/api/workflow_templates/rea2seg/{quoted}")
         assert status == 200 and body == json.loads(path.read_text())
-        thumb = path.with_suffix(".jpg")
+        thumb = path.with_suffix(".jpg")  # the only thumbnail name the frontend asks a pack for
         with Image.open(thumb) as im:
             assert im.format == "JPEG" and im.width >= 256
-        status, _ = comfy.get(f"/api/workflow_templates/rea2seg/{thumb.name}")
+        status, _ = comfy.get(f"/api/workflow_templates/rea2seg/{urllib.parse.quote(thumb.name)}")
         assert status == 200
+
+
+def test_template_category_is_named_by_the_pack(comfy):
+    """The frontend names a pack's entry under Templates -> Extensions with templateWorkflows.category.<folder> from
+    the merged /i18n locales (else it shows the bare folder name)."""
+    status, i18n = comfy.get("/i18n")
+    assert status == 200
+    assert i18n["en"]["templateWorkflows"]["category"]["rea2seg"] == "Rea2Seg"
 
 
 # ---- the templates, converted to API format and queued ---------------------------------------------------------------
@@ -245,7 +197,7 @@ def test_template_runs(comfy, object_info, path):
 
     t = time.monotonic()
     entry, events = run_with_events(comfy, prompt)
-    TIMINGS[f"template {path.stem} (96x64 image)"] = time.monotonic() - t
+    TIMINGS[f"{comfy.version}: template {path.stem} (96x64 image)"] = time.monotonic() - t
     assert_success(entry)
 
     output_nodes = {nid for nid, n in prompt.items() if object_info[n["class_type"]]["output_node"]}
@@ -263,6 +215,15 @@ def test_template_runs(comfy, object_info, path):
     for nid, node in prompt.items():
         if node["class_type"] in ENGINE_NODES and nid not in cached:
             assert nid in progressed, f"no progress from {node['class_type']}"
+    assert_final_texts(prompt, events, cached)
+    for nid, node_out in entry["outputs"].items():
+        for text in node_out.get("text", []):
+            title = prompt[nid]["_meta"]["title"]
+            if title == "Score":  # rounded as JSON shows scores, not 0.5393660664558411
+                assert re.fullmatch(r"\d+(\.\d{1,4})?", text.strip()), text
+            elif title in ("Scores and reasoning", "Ranking"):  # one Markdown list item per candidate
+                items = [line for line in text.splitlines() if line.strip() and not line.startswith("Warning: ")]
+                assert items and all(re.match(r"\d+\. candidate \d+: score ", line) for line in items), text
 
     titles = {prompt[nid]["_meta"]["title"]: ims for nid, ims in images.items()}
     if "Save mask" in titles:  # the MASK output, saved through MaskToImage: binary, the input's size
@@ -277,13 +238,29 @@ def test_template_runs(comfy, object_info, path):
 
 def test_basic_template_as_shipped_with_comfyuis_example_image(comfy, object_info):
     """The basic template exactly as saved (LoadImage: example.png, as in every ComfyUI install), models aside."""
-    prompt = tiny(ui_to_api(json.loads((REPO_ROOT / "workflows" / "rea2seg_basic.json").read_text()), object_info))
+    prompt = tiny(ui_to_api(json.loads(BASIC.read_text()), object_info))
     t = time.monotonic()
     entry = comfy.run(prompt)
-    TIMINGS["template rea2seg_basic (768x768 example.png)"] = time.monotonic() - t
+    TIMINGS[f"{comfy.version}: template {BASIC.stem} (768x768 example.png)"] = time.monotonic() - t
     assert_success(entry)
     for ims in saved_images(comfy, entry).values():
         assert all(im.size == (768, 768) for im in ims)
+
+
+def test_basic_template_with_the_tiny_lisa_generator_preset(comfy, object_info):
+    """The basic template with LoadModels on preset tiny-random-lisa: a LISA-format generator (with the CLIP tower it
+    names next to it) for discovery and a tiny Qwen2.5-VL scorer, built where every door builds tiny models, never
+    among the user's models."""
+    workflow = json.loads(BASIC.read_text())
+    prompt = with_inputs(ui_to_api(workflow, object_info), "Rea2Seg_LoadModels", preset="tiny-random-lisa",
+                         vlm="(from preset)", sam="(from preset)", auto_download=False)
+    t = time.monotonic()
+    entry = comfy.run(prompt)
+    TIMINGS["template rea2seg_basic, preset tiny-random-lisa"] = time.monotonic() - t
+    assert_success(entry)
+    assert not (comfy.base_dir / "models" / "LLM" / "tiny-random-lisa").exists()
+    images = saved_images(comfy, entry)
+    assert images and all(im.size == (768, 768) for ims in images.values() for im in ims)
 
 
 def test_image_batch_is_processed_per_image(comfy):
@@ -326,11 +303,11 @@ def test_tiny_random_preset_says_its_output_is_meaningless(comfy):
 
 
 def test_sam2_and_sam3_from_the_model_folders_and_presets(comfy):
-    """SAM 2.1 / SAM 3 directories chosen from models/sam2 and models/sam3, the tiny-random-sam2/-sam3 presets, and
-    the candidate-source switches (SAM 3's concept candidates on, attention off)."""
+    """SAM 2.1 / SAM 3 directories chosen from models/sam2 and models/sam3, the tiny-random-sam2 preset, and the
+    candidate-source switches (SAM 3's concept candidates on, attention off)."""
     prompt = {
         "1": {"class_type": "LoadImage", "inputs": {"image": TEST_IMAGE}},
-        "2": models_node(sam=TINY_SAM3),
+        "2": models_node(sam=f"sam3/{USER_SAM3}"),
         "3": {"class_type": "Rea2Seg_DiscoverCandidates",
               "inputs": {"image": ["1", 0], "question": "the red box", "models": ["2", 0], "max_candidates": 4,
                          "peak_threshold": 0.3, "vlm_proposals": False, "source_attention": "off",
@@ -347,7 +324,7 @@ def test_sam2_and_sam3_from_the_model_folders_and_presets(comfy):
     }
     t = time.monotonic()
     entry = comfy.run(prompt)
-    TIMINGS["SAM 3 concepts + tiny-random-sam2 preset"] = time.monotonic() - t
+    TIMINGS[f"{comfy.version}: SAM 3 concepts + tiny-random-sam2 preset"] = time.monotonic() - t
     assert_success(entry)
     images = saved_images(comfy, entry)
     assert images["5"][0].size == images["10"][0].size == (96, 64)
@@ -359,20 +336,18 @@ def test_sam2_and_sam3_from_the_model_folders_and_presets(comfy):
 
 def test_missing_sam2_of_a_preset_names_its_folder(comfy, comfy_base):
     """The sam2 preset's VLM is there (a stand-in linked under its name), its SAM 2.1 is not: the error names
-    models/sam2/<name> and the hub repo to put there."""
+    models/sam2/<name> and a download command that puts it there."""
     link = comfy_base / "models" / "LLM" / "Qwen2.5-VL-7B-Instruct"
-    link.symlink_to(comfy_base / "models" / "LLM" / TINY_VLM)
+    link.symlink_to(comfy_base / "models" / "LLM" / USER_VLM)
     try:
-        prompt = discover_prompt("anything", **{"2__preset": "sam2", "2__vlm": "(from preset)",
-                                                "2__sam": "(from preset)"})
-        err = error_of(comfy.run(prompt))
-        expected = comfy.base_dir / "models" / "sam2" / "sam2.1-hiera-large"
-        assert err["exception_type"].endswith("ModelNotFoundError")
-        assert err["exception_message"].startswith(f"segmenter facebook/sam2.1-hiera-large not found: expected "
-                                                   f"{expected} ")
-        assert "facebook/sam2.1-hiera-large into that folder" in err["exception_message"]
+        err = error_of(comfy.run(discover_prompt("anything", **{
+            "2__preset": "sam2", "2__vlm": "(from preset)", "2__sam": "(from preset)", "2__auto_download": False})))
     finally:
         link.unlink()
+    expected = comfy.base_dir / "models" / "sam2" / "sam2.1-hiera-large"
+    assert err["exception_type"].endswith("ModelNotFoundError")
+    assert err["exception_message"].startswith(f"segmenter facebook/sam2.1-hiera-large not found: expected {expected} ")
+    assert f'download facebook/sam2.1-hiera-large --local-dir "{expected}"' in err["exception_message"]
 
 
 # ---- error paths: ComfyUI's own errors -------------------------------------------------------------------------------
@@ -392,19 +367,70 @@ def discover_prompt(question: str, **overrides) -> dict:
     return prompt
 
 
-def test_missing_preset_model_names_the_exact_folder_and_file(comfy):
-    prompt = discover_prompt("anything", **{"2__preset": "small", "2__vlm": "(from preset)", "2__sam": "(from preset)"})
+def test_missing_preset_model_names_the_exact_folder_and_a_command_that_works_there(comfy):
+    prompt = discover_prompt("anything", **{"2__preset": "small", "2__vlm": "(from preset)", "2__sam": "(from preset)",
+                                            "2__auto_download": False})
     err = error_of(comfy.run(prompt))
     expected = comfy.base_dir / "models" / "LLM" / "Qwen2.5-VL-3B-Instruct"
+    command = f'-m huggingface_hub.cli.hf download Qwen/Qwen2.5-VL-3B-Instruct --local-dir "{expected}"'
     assert err["node_type"] == "Rea2Seg_LoadModels" and err["exception_type"].endswith("ModelNotFoundError")
     assert err["exception_message"].startswith(f"VLM Qwen/Qwen2.5-VL-3B-Instruct not found: expected {expected} ")
-    message = err["exception_message"].rstrip("\n")  # ComfyUI appends a newline
-    assert "auto_download" in message and "\n" not in message
+    message = err["exception_message"][:-1]  # ComfyUI itself appends "\n" to every node's message (execution.py)
+    assert "auto_download" in message and command in message and "\n" not in message
+    assert "rea2seg models" not in message  # a CLI a requirements.txt install does not have
     assert not any("rea2seg/models/" in line for line in err["traceback"])  # no engine traceback
 
-    # with auto_download on but no network allowed (HF_HUB_OFFLINE=1 here), it says so, naming the same place
-    err = error_of(comfy.run(with_inputs(prompt, "Rea2Seg_LoadModels", auto_download=True)))
-    assert str(expected) in err["exception_message"] and "HF_HUB_OFFLINE" in err["exception_message"]
+    # The first run of a template (auto_download on), here without network (HF_HUB_OFFLINE=1): it says where the
+    # node downloads to and how to fetch the same files by hand, with the Python that runs ComfyUI.
+    entry, events = run_with_events(comfy, with_inputs(prompt, "Rea2Seg_LoadModels", auto_download=True))
+    err = error_of(entry)
+    assert err["exception_message"].startswith(f"VLM Qwen/Qwen2.5-VL-3B-Instruct could not be downloaded into "
+                                                f"{expected}: HF_HUB_OFFLINE is set")
+    assert command in err["exception_message"] and "rea2seg models" not in err["exception_message"]
+    assert [e["data"]["text"] for e in events if e["type"] == "progress_text"] == [
+        f"downloading Qwen/Qwen2.5-VL-3B-Instruct into {expected} (progress in the console)"]
+    # the same command, run with the Python that runs ComfyUI, parses (it is the hub's own CLI)
+    help_out = subprocess.run([sys.executable, "-m", "huggingface_hub.cli.hf", "download", "--help"],
+                              capture_output=True, text=True, timeout=60)
+    assert help_out.returncode == 0 and "--local-dir" in help_out.stdout
+
+    # a later run that succeeds replaces the "downloading ..." text on the node with what it loaded
+    entry, events = run_with_events(comfy, discover_prompt("the red box, after a failed download"))
+    assert_success(entry)
+    cached = set(messages(entry)["execution_cached"]["nodes"])
+    assert "2" not in cached  # Load Models ran again (a failed node is never cached)
+    assert_final_texts(discover_prompt("x"), events, cached)
+
+
+def test_missing_sam_names_its_url_and_folder(comfy, comfy_base):
+    """The VLM of preset 'small' present, its SAM not: the hint names Meta's URL and models/sams."""
+    vlm = comfy_base / "models" / "LLM" / "Qwen2.5-VL-3B-Instruct"
+    vlm.symlink_to(comfy_base / "models" / "LLM" / USER_VLM)
+    try:
+        err = error_of(comfy.run(discover_prompt(
+            "anything", **{"2__preset": "small", "2__vlm": "(from preset)", "2__sam": "(from preset)",
+                           "2__auto_download": True})))
+    finally:
+        vlm.unlink()
+    expected = comfy.base_dir / "models" / "sams"
+    assert err["exception_message"].startswith(f"SAM checkpoint sam_vit_b_01ec64.pth could not be downloaded into "
+                                                f"{expected}: HF_HUB_OFFLINE is set")
+    assert (f'curl -L -o "{expected / "sam_vit_b_01ec64.pth"}" '
+            f"https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth") in err["exception_message"]
+
+
+def test_tiny_random_preset_stays_out_of_the_users_model_lists(comfy, comfy_base):
+    """tiny-random builds its models where every door does (REA2SEG_TINY_DIR / ~/.cache/rea2seg/tiny-random), never
+    in models/LLM or models/sams, so the vlm and sam lists keep showing only the user's own files."""
+    before = {d: sorted(os.listdir(comfy_base / "models" / d)) for d in ("LLM", "sams")}
+    prompt = discover_prompt("the red box, tiny-random", **{"2__preset": "tiny-random", "2__vlm": "(from preset)",
+                                                            "2__sam": "(from preset)", "2__keep_loaded": False})
+    assert_success(comfy.run(prompt))
+    assert {d: sorted(os.listdir(comfy_base / "models" / d)) for d in ("LLM", "sams")} == before
+    _, info = comfy.get("/object_info/Rea2Seg_LoadModels")
+    required = info["Rea2Seg_LoadModels"]["input"]["required"]
+    assert required["vlm"][0] == ["(from preset)", USER_VLM]
+    assert required["sam"][0] == ["(from preset)", USER_SAM, f"sam2/{USER_SAM2}", f"sam3/{USER_SAM3}"]
 
 
 def test_custom_choice_without_a_file_is_an_error(comfy):
@@ -415,7 +441,7 @@ def test_custom_choice_without_a_file_is_an_error(comfy):
 
 def test_sam_file_that_is_gone_is_refused_at_validation(comfy, comfy_base):
     path = comfy_base / "models" / "sams" / "sam_tiny_removed.safetensors"
-    path.write_bytes((comfy_base / "models" / "sams" / TINY_SAM).read_bytes())
+    path.write_bytes((comfy_base / "models" / "sams" / USER_SAM).read_bytes())
     status, info = comfy.get("/object_info/Rea2Seg_LoadModels")
     assert path.name in info["Rea2Seg_LoadModels"]["input"]["required"]["sam"][0]
     path.unlink()
