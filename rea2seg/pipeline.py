@@ -70,7 +70,8 @@ class Rea2Seg:
 
     vlm: the discovery model: a VLM (and the scorer unless ``scorer`` is given) or a ``LisaGenerator`` (a
     segmentation MLLM: its own masks and its attention are the candidates; it needs a ``scorer``); sam: a loaded
-    segmenter (SAM, SAM 2.1 or SAM 3: ``models.segmenter.load_segmenter``); config: pipeline settings. Build it with ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=...)``.
+    segmenter (SAM, SAM 2.1 or SAM 3: ``models.segmenter.load_segmenter``); config: pipeline settings. Build it with
+    ``Rea2Seg.from_preset(name)`` or ``Rea2Seg.from_pretrained(vlm=...)``.
     """
 
     def __init__(self, vlm: VLM | LisaGenerator, sam: Segmenter, scorer: VLM | None = None,

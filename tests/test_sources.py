@@ -16,7 +16,7 @@ from rea2seg.errors import InputError
 from rea2seg.parsing import parse_concepts
 
 
-# ---- names and switches -----------------------------------------------------------------------------------------------
+# ---- names and switches ----------------------------------------------------------------------------------------------
 
 def test_source_names_are_checked_and_normalised():
     assert check_sources("attention, Concepts,attention") == ("attention", "concepts")
@@ -39,7 +39,7 @@ def test_switches_turn_sources_on_and_off():
         switch_sources(("attention",), {"attention": False})
 
 
-# ---- concept phrases --------------------------------------------------------------------------------------------------
+# ---- concept phrases -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("reply, want", [
     ('["red mug", "the spoon"]', ["red mug", "spoon"]),
@@ -91,7 +91,7 @@ def test_concept_parser_takes_anything(bad):
     assert parse_concepts(bad) == []
 
 
-# ---- discovery with concept candidates --------------------------------------------------------------------------------
+# ---- discovery with concept candidates -------------------------------------------------------------------------------
 
 def _script_reply(monkeypatch, vlm, reply: str, prompts: list | None = None):
     """The VLM's generated text (random weights write noise) replaced by ``reply``; the prompts it was asked
@@ -191,3 +191,18 @@ def test_the_cap_keeps_each_sources_best_candidate():
     assert cap_keeping_each_source(order, labels, 3).tolist() == [0, 3, 4]  # attention's 2nd and 3rd make room
     assert cap_keeping_each_source(order, labels, 2).tolist() == [0, 3]  # no room left for a third source
     assert cap_keeping_each_source(np.array([2, 0, 1]), labels, 2).tolist() == [2, 0]  # one source: plain cap
+
+
+def test_a_lisa_generator_with_sam2_peaks_and_no_sources(tiny_dir, tiny_segmenter_dirs, image):
+    """A LISA-format generator's attention peaks go to any segmenter (here SAM 2.1); its candidates are its own, so a
+    per-call choice of sources is refused with the reason."""
+    from rea2seg import Rea2Seg
+    from rea2seg.testing import tiny_preset_models
+
+    lisa, _, scorer = tiny_preset_models("lisa", "", "qwen2_5_vl", tiny_dir)
+    pipe = Rea2Seg.from_pretrained(str(lisa), str(tiny_segmenter_dirs["sam2"]), scorer=str(scorer), device="cpu")
+    assert pipe.status()["segmenter"]["backend"] == "sam2"
+    d = pipe.discover(image, "the cup")
+    assert {s.split(":")[0].split("/")[0] for s in d.candidates.sources} <= {"generator", "peak", "box"}
+    with pytest.raises(InputError, match="LISA-format generator.*drop the sources"):
+        pipe.discover(image, "the cup", sources=["attention"])

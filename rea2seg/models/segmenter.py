@@ -87,7 +87,7 @@ def segmenter_summary(seg: Segmenter) -> dict:
             "concepts": bool(seg.supports_concepts), "device": str(seg.device)}
 
 
-# ---- where hub segmenters live ----------------------------------------------------------------------------------------
+# ---- where hub segmenters live ---------------------------------------------------------------------------------------
 
 def backend_of_dir(path: Path) -> str:
     """The backend of a transformers checkpoint directory, from its config.json ``model_type``."""
