@@ -24,7 +24,7 @@ def comfyui_tokenizer_dir() -> Path:
     spec = importlib.util.spec_from_file_location("setup_comfyui", REPO_ROOT / "scripts" / "setup_comfyui.py")
     setup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(setup)
-    d = Path(setup.ensure_comfyui()) / "comfy" / "text_encoders" / "qwen25_tokenizer"
+    d = Path(setup.ensure_comfyui()[0]) / "comfy" / "text_encoders" / "qwen25_tokenizer"
     for name, digest in published.QWEN2_5_TOKENIZER_SHA256.items():
         got = hashlib.sha256((d / name).read_bytes()).hexdigest()
         assert got == digest, f"{d / name} is not the Qwen2.5 tokenizer file these tests know (sha256 {got})"

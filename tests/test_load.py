@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import anyio
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,7 +16,7 @@ from PIL import Image
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from test_mcp import SCRIPT, TOKEN, free_port, scene, server_env
+from test_mcp import SCRIPT, TOKEN, free_port, scene, server_env, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -50,16 +49,7 @@ def server(tmp_path_factory):
                              "--max-results", "16"],
                             env={**server_env(), "PATH": os.environ["PATH"]}, stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, (root / "stderr.txt").read_text()[-2000:]
-        try:
-            if httpx.post(url, json={}, timeout=1).status_code == 401:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until_serving(proc, url, root / "stderr.txt")
     yield {"url": url, "proc": proc, "images": paths}
     proc.terminate()
     try:

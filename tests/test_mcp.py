@@ -136,6 +136,21 @@ def stdio_conn(files, tmp_path_factory):
     errlog.close()
 
 
+def wait_until_serving(proc: subprocess.Popen, url: str, stderr: Path, timeout: float = 60) -> None:
+    """Until the HTTP server at ``url`` answers (403: it refuses a request without the token), or fail with the end
+    of its stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"HTTP server exited: {stderr.read_text()[-2000:]}"
+        try:
+            if httpx.post(url, json={}, timeout=1).status_code == 403:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"HTTP server did not come up in {timeout:.0f} s"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def http_server(files, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
@@ -146,16 +161,7 @@ def http_server(files, tmp_path_factory):
                             env={**server_env(), "PATH": os.environ["PATH"]}, stdout=out, stderr=err)
     url = f"http://127.0.0.1:{port}/mcp"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"HTTP server exited: {(logs / 'http-stderr.txt').read_text()[-2000:]}"
-            try:
-                if httpx.post(url, json={}, timeout=1).status_code == 403:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "HTTP server did not come up in 60 s"
-            time.sleep(0.1)
+        wait_until_serving(proc, url, logs / "http-stderr.txt")
         yield {"url": url, "proc": proc, "stdout": logs / "http-stdout.txt", "stderr": logs / "http-stderr.txt"}
     finally:
         proc.terminate()

@@ -294,10 +294,14 @@ def _load_adapter(adapter: Path, dev: torch.device, dt: torch.dtype, trust_remot
     return vlm
 
 
-def forget_vlm(vlm: VLM) -> None:
-    """Drop a VLM, and every budget view of its model, from the shared registry (so its memory can be freed)."""
+def forget_vlm(vlm) -> None:
+    """Drop a VLM, and every budget view of its model, from the shared registry (so its memory can be freed). Other
+    discovery models (a LISA generator) are not in the registry: nothing to do."""
+    model = getattr(vlm, "model", None)
+    if model is None:
+        return
     with _registry_lock:
-        for k in [k for k, v in _registry.items() if v.model is vlm.model]:
+        for k in [k for k, v in _registry.items() if v.model is model]:
             del _registry[k]
 
 
