@@ -162,7 +162,9 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
     tok.save_pretrained(out)
     for name, content in PROCESSOR_FILES[family].items():
         (out / name).write_text(json.dumps(content, indent=2) + "\n")
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": tok.chat_template}, indent=2) + "\n")
+    # the published chat template whichever tokenizer was put in (Qwen3.5's thinks by default)
+    template = QWEN35_CHAT_TEMPLATE if family == "qwen3_5" else QWEN_CHAT_TEMPLATE
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": template}, indent=2) + "\n")
     return out
 
 
