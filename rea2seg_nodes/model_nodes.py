@@ -114,50 +114,45 @@ def _reason(e: ModelError) -> str:
     return str(e).split(";")[0]
 
 
+def _preset_hub_dir(repo_id: str, folder: str, what: str, download, auto_download: bool, node_id: str | None,
+                    note: str = "") -> Path:
+    """A preset's hub model as ``<folder>/<repo name>`` in ComfyUI's folders, else downloaded there by
+    ``download(repo_id, dest)`` when ``auto_download``; one error naming the place and a command that fetches it."""
+    name = repo_id.split("/")[-1]
+    found = comfy_bridge.find_in_folders(folder, name)
+    if found is not None:
+        return found
+    dest = comfy_bridge.folders(folder)[0] / name
+    manual = f"or download it yourself{note}: {_hf_download_command(repo_id, dest)}"
+    if not auto_download:
+        raise _missing(f"{what} {repo_id}", folder, name, f"turn on auto_download, {manual}")
+    # huggingface_hub reports this download's progress in ComfyUI's console, not on the node
+    comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
+    try:
+        return download(repo_id, dest)
+    except ModelError as e:
+        raise ModelNotFoundError(f"{what} {repo_id} could not be downloaded into {dest}: {_reason(e)}; {manual}") \
+            from None
+
+
 def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
     from rea2seg.models.lisa import clip_dir_of, is_lisa_dir
     from rea2seg.models.vlm import download_vlm
 
-    name = repo_id.split("/")[-1]
-    found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, name)
-    if found is not None:
-        if auto_download and is_lisa_dir(found):  # a LISA-format generator also needs its CLIP tower next to it
-            clip_dir_of(found, download=True)
-        return found
-    dest = comfy_bridge.folders(comfy_bridge.VLM_FOLDER)[0] / name
-    manual = f"or download it yourself: {_hf_download_command(repo_id, dest)}"
-    if not auto_download:
-        raise _missing(f"VLM {repo_id}", comfy_bridge.VLM_FOLDER, name, f"turn on auto_download, {manual}")
-    # huggingface_hub reports this download's progress in ComfyUI's console, not on the node
-    comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
-    try:
-        return download_vlm(repo_id, dest)
-    except ModelError as e:
-        raise ModelNotFoundError(f"VLM {repo_id} could not be downloaded into {dest}: {_reason(e)}; {manual}") \
-            from None
+    found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, repo_id.split("/")[-1])
+    if found is not None and auto_download and is_lisa_dir(found):
+        clip_dir_of(found, download=True)  # a LISA-format generator also needs its CLIP tower next to it
+    return found or _preset_hub_dir(repo_id, comfy_bridge.VLM_FOLDER, "VLM", download_vlm, auto_download, node_id)
 
 
 def _preset_hub_segmenter(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
     """A preset's SAM 2.1 / SAM 3 checkpoint in ComfyUI's ``models/sam2`` / ``models/sam3``, downloaded there."""
     from rea2seg.models.segmenter import download_segmenter, segmenter_local_dir
 
-    folder = segmenter_local_dir(repo_id).parent.name  # "sam2" or "sam3"
-    name = repo_id.split("/")[-1]
-    found = comfy_bridge.find_in_folders(folder, name)
-    if found is not None:
-        return found
-    dest = comfy_bridge.folders(folder)[0] / name
     gated = " (gated: accept its licence on the hub and log in with `hf auth login` first)" \
         if repo_id == "facebook/sam3" else ""
-    manual = f"or download it yourself{gated}: {_hf_download_command(repo_id, dest)}"
-    if not auto_download:
-        raise _missing(f"segmenter {repo_id}", folder, name, f"turn on auto_download, {manual}")
-    comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
-    try:
-        return download_segmenter(repo_id, dest)
-    except ModelError as e:
-        raise ModelNotFoundError(f"segmenter {repo_id} could not be downloaded into {dest}: {_reason(e)}; {manual}") \
-            from None
+    return _preset_hub_dir(repo_id, segmenter_local_dir(repo_id).parent.name, "segmenter", download_segmenter,
+                           auto_download, node_id, gated)
 
 
 def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
