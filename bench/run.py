@@ -69,6 +69,7 @@ class Row:
     ratio: float = float("nan")  # how many times better A is than B (B/A for time, A/B for memory: see `unit`)
     unit: str = "s"  # "s" -> speed-up B/A ("x"); "bytes" -> fraction A/B; "%" -> share; "iou" -> agreement
     target: str = "report"
+    share_of: str = "outside"  # for "%" rows: what the share is of
     met: bool | None = None
     check: str = ""  # does A give B's result?
     note: str = ""
@@ -85,12 +86,16 @@ def _tag(size: BenchSize) -> str:
     return hashlib.sha1(builder + json.dumps(asdict(size), sort_keys=True).encode()).hexdigest()[:10]
 
 
+def models_root(size: BenchSize, root: Path | None = None) -> Path:
+    return Path(root) if root else Path(tempfile.gettempdir()) / f"rea2seg-bench-{size.name}-{_tag(size)}"
+
+
 def build_models(size: BenchSize, root: Path | None = None) -> tuple[Path, Path]:
     """Random-weight bench models, built once per size and builder version into ``root`` (a temp folder by
     default). Returns (vlm_dir, sam_path)."""
     from rea2seg.testing import build_tiny_sam, build_tiny_vlm
 
-    root = Path(root) if root else Path(tempfile.gettempdir()) / f"rea2seg-bench-{size.name}-{_tag(size)}"
+    root = models_root(size, root)
     vlm_dir, sam_path = root / "vlm", root / f"sam_{size.sam_kind}.safetensors"
     if not (vlm_dir / "model.safetensors").exists():
         root.mkdir(parents=True, exist_ok=True)
@@ -313,6 +318,107 @@ def rows_sam(pipe, image, repeats: int) -> list[Row]:
     r2.note = "why the engine decodes prompt by prompt on a CPU (decoder_chunk); random 64x64x256 embedding"
     del real, real_sam
     return [r1, r2]
+
+
+def build_segmenters(root: Path) -> dict[str, Path]:
+    """Bench-size SAM 2.1 and SAM 3 checkpoints (hub layout; small image encoders, the published 256-d decoders),
+    built once into ``root``."""
+    from rea2seg.testing.segmenters import build_tiny_sam2, build_tiny_sam3
+
+    out = {}
+    for backend, build in (("sam2", build_tiny_sam2), ("sam3", build_tiny_sam3)):
+        d = root / f"{backend}-bench"
+        if not (d / "model.safetensors").exists():
+            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+            try:
+                build(tmp, size="bench")
+                shutil.rmtree(d, ignore_errors=True)
+                os.rename(tmp, d)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        out[backend] = d
+    return out
+
+
+def rows_segmenters(pipe, image, root: Path, repeats: int, concept_repeats: int | None = None) -> list[Row]:
+    """SAM 2.1 and SAM 3 through transformers (bench-size: small image encoders, the published 256-d decoders), on
+    the prompts discovery makes for the bench image. Per backend: (1) the image encoder's share of the segmenter's
+    work for one image (embedding + every prompt decoded, filtered, de-duplicated, kept masks at full size); (2) the
+    decoder, one prompt per call against all prompts in one call (what ``decoder_chunk`` chooses between). Then
+    (3) what SAM 3's concept candidates add to a question's discovery: the VLM's short generation naming the object
+    and SAM 3's concept head on the cached image (its ViT output is shared with the tracker, so not run again)."""
+    import numpy as np
+    import torch
+
+    from bench.instrument import median, param_count, side_by_side
+    from rea2seg import Rea2Seg
+    from rea2seg.discovery import masks_from_prompts, prompts_from_peaks
+    from rea2seg.heatmap import find_peaks
+    from rea2seg.models.segmenter import load_segmenter
+
+    cfg = replace(pipe.config.discovery, peak_threshold=0.0)  # 6 peaks -> 12 prompts, as rows_sam
+    d = pipe.discover(image, QUESTION)
+    grid = torch.as_tensor(d.grid)
+    peaks, _ = find_peaks(grid, cfg.peak_threshold, cfg.peak_min_distance, cfg.max_peaks)
+    prompts, sources, _ = prompts_from_peaks(grid, peaks, image.shape[:2], cfg)
+    n = len(prompts)
+    rows = []
+    segs = {}
+    for backend, path in build_segmenters(root).items():
+        seg = segs[backend] = load_segmenter(str(path), device="cpu")
+        name = {"sam2": "SAM 2.1", "sam3": "SAM 3"}[backend]
+        params = param_count(seg.model)
+        log(f"{name}: encoder share and decoder, {n} prompts, {repeats} repeats")
+        emb = seg.embed(image)
+        times = side_by_side({"embed": lambda: seg.embed(image),
+                              "all": lambda: masks_from_prompts(seg, seg.embed(image), prompts, sources, d.heatmap,
+                                                                cfg)}, repeats)
+        share = [e / a for e, a in zip(times["embed"], times["all"]) if a > 0]
+        r = Row(f"{backend}_encoder_share", f"{name} image encoder, share of the segmenter's work",
+                "image embedding", f"embedding + {n} prompts to candidates", a=share, b=times["all"], unit="%",
+                share_of="encoder")
+        r.ratio = median(share)
+        r.note = (f"bench-size {name}: {params / 1e6:.1f}M params, {seg.input_size} px input; embedding "
+                  f"{median(times['embed']) * 1000:.0f} ms. Real models have far larger encoders (SAM 2.1 Hiera-L "
+                  f"217M, of which 213M encoder; SAM 3: ViT 446M of 852M), so their share is larger still")
+        rows.append(r)
+        out = {}
+        t = side_by_side({"one": lambda: out.__setitem__("one", seg.decode(emb, prompts, cfg.multimask, 1)),
+                          "batched": lambda: out.__setitem__("batched", seg.decode(emb, prompts, cfg.multimask, n))},
+                         max(3 * repeats, 9))
+        boxed = int((~np.isnan(prompts.boxes).any(1)).sum())
+        r = _speed_row(Row(f"{backend}_decoder_cpu", f"{name} 256-d decoder, {n} prompts (CPU)",
+                           "one prompt per call", f"batched ({boxed} boxed + {n - boxed} unboxed, a call each)"),
+                       t["one"], t["batched"], None)
+        r.check = f"max |logit diff| {float((out['one'][0] - out['batched'][0]).abs().max()):.1e}"
+        r.note = "the choice of SAM's row above: the engine batches on an accelerator, one prompt per call on a CPU"
+        rows.append(r)
+
+    seg = segs["sam3"]
+    base = replace(pipe.config, discovery=replace(pipe.config.discovery, sources=("attention",)))
+    with_concepts = replace(base.discovery, sources=("attention", "concepts"))
+    p3 = Rea2Seg(pipe.vlm, seg, config=base, name="bench-sam3")
+    res, stages = {}, []
+
+    def concepts():
+        res["b"] = p3.discover(image, QUESTION, config=with_concepts)
+        stages.append(res["b"].timings_ms)
+
+    concept_repeats = concept_repeats or repeats
+    log(f"SAM 3 concept candidates: {concept_repeats} repeats")
+    t = side_by_side({"attention": lambda: res.__setitem__("a", p3.discover(image, QUESTION)),
+                      "concepts": concepts}, concept_repeats)
+    r = _speed_row(Row("concepts_extra", "discovery with SAM 3, per question (image cached)", "attention peaks only",
+                       "attention peaks + concept candidates"), t["attention"], t["concepts"], None)
+    tb = {k: median([st.get(k, 0.0) for st in stages[1:]]) for k in ("concepts", "concept_masks")}  # not warm-up
+    n_concept = sum(s.startswith("concept:") for s in res["b"].candidates.sources)
+    r.check = (f"{len(res['b'].candidates)} candidates with concepts ({n_concept} concept) vs "
+               f"{len(res['a'].candidates)} without")
+    r.note = (f"extra (medians): the VLM naming the object {tb['concepts']:.0f} ms (random weights never stop early: "
+              f"{pipe.config.discovery.max_new_tokens_concepts} new tokens, a real reply is ~10), SAM 3's concept "
+              f"head {tb['concept_masks']:.0f} ms for the phrases (ViT output reused); ratio = B/A")
+    rows.append(r)
+    return rows
 
 
 def row_second_question(pipe, image, repeats: int) -> Row:
@@ -587,7 +693,7 @@ def format_table(meta: dict, rows: list[Row]) -> str:
         elif r.unit == "iou":
             result = f"IoU >= {r.ratio:.4f}"
         else:
-            result = f"{r.ratio * 100:.1f}% outside"
+            result = f"{r.ratio * 100:.1f}% {r.share_of}"
         a_v = median(r.a)
         b_v = median(r.b)
         b_unit = "s" if r.unit == "%" else r.unit
@@ -627,8 +733,8 @@ def machine() -> str:
             f"{dev}, Python {platform.python_version()}")
 
 
-ALL_ROWS = ("scoring", "two_image", "sam", "second_question", "attention_memory", "end_to_end", "peak_rss",
-            "parquet_mask", "ray", "load_memory", "sam_precision")
+ALL_ROWS = ("scoring", "two_image", "sam", "segmenters", "second_question", "attention_memory", "end_to_end",
+            "peak_rss", "parquet_mask", "ray", "load_memory", "sam_precision")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,6 +799,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row_two_image(pipe, image, repeats))
         if "sam" in only:
             rows += rows_sam(pipe, image, max(3 * repeats, 9))  # short calls: more repeats for a stable median
+        if "segmenters" in only:
+            rows += rows_segmenters(pipe, image, models_root(size, args.models), repeats,
+                                    1 if args.quick else None)  # SAM 3's concept head is slow on a CPU
         if "second_question" in only:
             rows.append(row_second_question(pipe, image, repeats))
         if "attention_memory" in only:

@@ -69,6 +69,14 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.transport == "http" and not is_loopback(args.host) and not args.token:
         p.error(f"refusing to serve HTTP on {args.host} without a token: anyone who can reach it could read files "
                 f"in the allowed directories. Pass --token TOKEN (or set {TOKEN_ENV}), or bind 127.0.0.1")
+    if args.sources:
+        from rea2seg.config import check_sources
+        from rea2seg.errors import InputError
+
+        try:
+            args.sources = check_sources(args.sources)
+        except InputError as e:
+            p.error(str(e))
     if args.max_queue < 0 or args.max_results < 1 or args.max_base64_bytes < 1:
         p.error("--max-queue must be >= 0, --max-results and --max-base64-bytes >= 1")
     if not 0 < args.port < 65536:

@@ -17,7 +17,8 @@ class CandidateInfo(_Open):
     box_xyxy: list[float] = Field(description="Bounding box [x1, y1, x2, y2] in image pixels")
     area: int = Field(description="Mask area in pixels")
     score: float | None = Field(description="Score in [0, 1] from the VLM; null if not scored")
-    source: str = Field(description="Where the candidate came from (attention peak, box, VLM proposal)")
+    source: str = Field(description="Where the candidate came from: peak:<i> / box:<i> (attention peak), vlm:<i> (the "
+                                    "VLM's box), concept:<phrase> (SAM 3 concept prompt)")
     reasoning: str = Field("", description="What the scorer wrote about it (reasoning/comparative modes)")
 
 

@@ -19,7 +19,7 @@ from mcp.types import CallToolResult, ImageContent, Resource, TextContent, ToolA
 from pydantic import BaseModel, Field, ValidationError
 
 from rea2seg import images
-from rea2seg.config import MAX_QUESTION_CHARS, MAX_TOP_K, ScoringMode
+from rea2seg.config import CANDIDATE_SOURCES, MAX_QUESTION_CHARS, MAX_TOP_K, CandidateSource, ScoringMode
 from rea2seg.errors import Cancelled, Rea2SegError
 from rea2seg.serve.messages import DoorWording, argument_errors
 from rea2seg.serve.service import JOB_STAGES, PreviewImage, ProgressScale, SegmentationService
@@ -58,6 +58,9 @@ ModeArg = Annotated[ScoringMode | None, Field(description="Scoring: yesno (fast)
                                                           "(all candidates in one prompt); default from the server's "
                                                           "preset")]
 Merge = Annotated[bool, Field(description="Answer with the union of the top_k masks")]
+Sources = Annotated[list[CandidateSource] | None, Field(
+    description="Where candidates come from (default: the server's preset): "
+                + "; ".join(f"{k}: {v}" for k, v in CANDIDATE_SOURCES.items()))]
 AnswerPreview = Annotated[Literal["overlay", "mask", "none"],
                           Field(description="Image returned: the mask drawn on the image, the bare mask, or none")]
 
@@ -169,13 +172,13 @@ def _mask_result(service: SegmentationService, answer: SegmentationResult, candi
 
 async def segment(ctx: Context, *, image_path: ImagePath = None, question: Question, image_base64: ImageB64 = None,
                   top_k: TopK = 3, mode: ModeArg = None, merge: Merge = False, preview: AnswerPreview = "overlay",
-                  ) -> Annotated[CallToolResult, SegmentOutput]:
+                  sources: Sources = None) -> Annotated[CallToolResult, SegmentOutput]:
     """Find the object in the image that answers the question; returns its box, score, the scorer's reasoning,
     a result_id, and a preview (JPEG, long side <= 1024 px). Full-resolution mask: get_mask or the mask_uri resource."""
     with _user_errors():
         service = _service(ctx)
         answer = await _run(ctx, "segment", service.segment_job(question, image_path, image_base64, top_k=top_k,
-                                                                mode=mode, merge=merge))
+                                                                mode=mode, merge=merge, sources=sources))
         return await anyio.to_thread.run_sync(_answer_result, service, answer, preview)
 
 
@@ -184,12 +187,13 @@ async def discover_candidates(ctx: Context, *, image_path: ImagePath = None, que
                               preview: Annotated[Literal["candidates", "heatmap", "none"],
                                                  Field(description="Image returned: numbered candidates, the "
                                                                    "attention heat map, or none")] = "candidates",
-                              ) -> Annotated[CallToolResult, DiscoverOutput]:
-    """Stage 1 only: candidate masks from where the VLM looks when reading the question, unscored. Follow with
-    score_candidates(result_id) to pick the answer."""
+                              sources: Sources = None) -> Annotated[CallToolResult, DiscoverOutput]:
+    """Stage 1 only: candidate masks (from where the VLM looks when reading the question, and the other sources the
+    server or ``sources`` turns on), unscored. Follow with score_candidates(result_id) to pick the answer."""
     with _user_errors():
         service = _service(ctx)
-        found = await _run(ctx, "discover", service.discover_job(question, image_path, image_base64))
+        found = await _run(ctx, "discover", service.discover_job(question, image_path, image_base64,
+                                                                sources=sources))
         return await anyio.to_thread.run_sync(_discovery_result, service, found, preview)
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Iterable, Literal, Mapping, get_args
+
+from .errors import InputError
 
 #: How stage 2 scores candidates (every door offers exactly these).
 ScoringMode = Literal["yesno", "reasoning", "comparative"]
@@ -24,6 +26,46 @@ MAX_QUESTION_TOKENS = 512
 MAX_TOP_K = 64
 
 
+# ---- candidate sources ------------------------------------------------------------------------------------------------
+
+#: Where discovery's candidates come from (``DiscoveryConfig.sources``): name -> what it adds. Each door offers these
+#: names; a new source registers here and in ``discovery.discover_candidates``.
+CANDIDATE_SOURCES: dict[str, str] = {
+    "attention": "peaks of the VLM's text->image attention as segmenter point prompts (and point+box prompts); "
+                 "candidate sources peak:<i>, box:<i>",
+    "boxes": "the VLM's own boxes/points in JSON (Seg-Zero / VisionReasoner format) as segmenter prompts; one extra "
+             "generation; candidate sources vlm:<i>",
+    "concepts": "short noun phrases the VLM names, as SAM 3 text (concept) prompts returning instance masks; one short "
+                "generation; needs a SAM 3 segmenter; candidate sources concept:<phrase>",
+}
+
+#: The source names as a type (the agent doors publish them as an enum).
+CandidateSource = Literal[tuple(CANDIDATE_SOURCES)]  # type: ignore[valid-type]
+
+
+def check_sources(sources: str | Iterable[str]) -> tuple[str, ...]:
+    """Candidate source names, from a comma-separated string or a sequence, as a tuple of distinct known names in the
+    order given; ``InputError`` naming the valid ones otherwise."""
+    items = sources.split(",") if isinstance(sources, str) else list(sources)
+    if not all(isinstance(s, str) for s in items):
+        raise InputError(f"candidate sources must be names, got {sources!r}")
+    names = [s.strip().lower() for s in items if s.strip()]
+    unknown = [s for s in names if s not in CANDIDATE_SOURCES]
+    if unknown:
+        raise InputError(f"unknown candidate source(s) {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(CANDIDATE_SOURCES)}")
+    if not names:
+        raise InputError(f"at least one candidate source is needed; choose from {', '.join(CANDIDATE_SOURCES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def switch_sources(current: Iterable[str], switches: Mapping[str, bool | None]) -> tuple[str, ...]:
+    """``current`` with each source in ``switches`` turned on (True) or off (False); None leaves it as it is."""
+    out = [s for s in current if switches.get(s) is not False]
+    out += [s for s, on in switches.items() if on and s not in out]
+    return check_sources(out)
+
+
 @dataclass(frozen=True)
 class DiscoveryConfig:
     """Stage 1: VLM attention -> peaks -> SAM prompts -> de-duplicated candidates.
@@ -39,8 +81,14 @@ class DiscoveryConfig:
     max_peaks: at most this many point prompts from the map.
     negative_points: add the other peaks as negative points to each prompt.
     box_prompts: also prompt SAM with a box around each peak's region (map >= box_level * peak value).
-    vlm_proposals: also ask the VLM for boxes/points in JSON (Seg-Zero / VisionReasoner format).
-    max_new_tokens_proposals: generation budget for the proposal reply.
+    sources: where candidates come from, any of ``CANDIDATE_SOURCES`` ("attention", "boxes", "concepts"); a
+        comma-separated string is accepted too.
+    max_new_tokens_proposals: generation budget for the "boxes" reply.
+    max_concepts: at most this many noun phrases from the "concepts" reply, each one SAM 3 text prompt.
+    max_new_tokens_concepts: generation budget for the "concepts" reply.
+    concept_threshold: SAM 3 instances scoring below this (sigmoid(logit) x presence, as SAM 3's post-processing)
+        are dropped, except each phrase's best one.
+    concept_instances: at most this many instances per phrase.
     multimask: ask SAM for its three granularities per prompt.
     min_sam_iou / min_stability: SAM masks below these are dropped before post-processing.
     nms_iou: candidates overlapping a better one above this mask IoU are removed.
@@ -62,8 +110,12 @@ class DiscoveryConfig:
     negative_points: bool = False
     box_prompts: bool = True
     box_level: float = 0.5
-    vlm_proposals: bool = False
+    sources: tuple[str, ...] = ("attention",)
     max_new_tokens_proposals: int = 128
+    max_concepts: int = 3
+    max_new_tokens_concepts: int = 48
+    concept_threshold: float = 0.3
+    concept_instances: int = 4
     multimask: bool = True
     min_sam_iou: float = 0.5
     min_stability: float = 0.7
@@ -80,6 +132,9 @@ class DiscoveryConfig:
             raise ValueError(f"layer_band must satisfy 0 <= start < end <= 1, got {self.layer_band}")
         if self.max_candidates < 1 or self.max_peaks < 1:
             raise ValueError("max_candidates and max_peaks must be >= 1")
+        if self.max_concepts < 1 or self.concept_instances < 1:
+            raise ValueError("max_concepts and concept_instances must be >= 1")
+        object.__setattr__(self, "sources", check_sources(self.sources))
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def generator_candidates(gen: LisaGenerator, image: np.ndarray, embeddings: torc
     H, W = image.shape[:2]
     if embeddings.shape[0] == 0:
         return Candidates.empty(H, W)
-    emb = entry.get_or_compute(("sam-embedding", id(gen.sam.sam)), lambda: gen.sam.embed(image))
+    emb = entry.get_or_compute(("sam-embedding", id(gen.sam)), lambda: gen.sam.embed(image))
     low, iou = gen.seg_masks(emb, embeddings)
     masks = gen.sam.upscale(emb, low)
     keep = np.flatnonzero(masks.reshape(len(masks), -1).any(1))
@@ -143,7 +143,7 @@ def discover_with_generator(gen: LisaGenerator, sam: SamModel, image: np.ndarray
 
     stage("sam_embedding", 2)
     t = time.perf_counter()
-    emb = entry.get_or_compute(("sam-embedding", id(sam.sam)), lambda: sam.embed(image))
+    emb = entry.get_or_compute(("sam-embedding", id(sam)), lambda: sam.embed(image))  # any segmenter
     timings["sam_embedding"] = (time.perf_counter() - t) * 1000
 
     stage("sam_masks", 3)

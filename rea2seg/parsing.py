@@ -153,3 +153,99 @@ def parse_proposals(text: str) -> list[tuple[list[float] | None, list[list[float
         if out:
             break
     return out
+
+
+_ARTICLES = {"the", "a", "an", "some", "any", "this", "that", "these", "those"}
+_LEAD_IN = re.compile(r"^(?:answer|objects?|phrases?|concepts?|nouns?|output|result|response|final answer)\s*[:\-=]\s*",
+                      re.I)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022+]|\d{1,2}[.):]|\(\d{1,2}\)|[a-z][.)])\s+", re.I)
+_NOTHING = {"none", "nothing", "n/a", "na", "null", "unknown", "object", "objects", "thing", "things", "it", "image",
+            "the image", "picture", "photo"}
+_CONCEPT_KEYS = ("phrases", "objects", "concepts", "nouns", "labels", "answer", "names")
+_ITEM_KEYS = ("phrase", "label", "name", "object", "concept", "noun", "category", "text")
+
+
+_CLAUSE = {"that", "which", "who", "whose", "where", "lying", "sitting", "standing", "placed", "located", "on", "in",
+           "at", "near", "next", "beside", "by", "under", "above", "below", "behind", "with", "to", "for", "from",
+           "because", "as", "so"}
+
+
+def _shorten(words: list[str], max_words: int) -> list[str]:
+    """A sentence cut down to its noun phrase: what follows the last "is"/"are", up to the first clause word."""
+    if len(words) <= max_words:
+        return words
+    for i in range(len(words) - 1, -1, -1):
+        if words[i] in ("is", "are", "be") and i + 1 < len(words):
+            words = words[i + 1:]
+            break
+    while words and words[0] in _ARTICLES:
+        words = words[1:]
+    cut = next((i for i, w in enumerate(words) if w in _CLAUSE and i > 0), len(words))
+    return words[:min(cut, max_words)]
+
+
+def _clean_phrase(text: str, max_words: int) -> str | None:
+    text = re.sub(r"<[^>]{0,40}>", " ", text)  # leftover tags (<ref>, </answer> ...)
+    text = _LEAD_IN.sub("", text.strip())
+    text = re.sub(r"[\"'`\u201c\u201d\u2018\u2019*_#\[\]{}()]", " ", text)
+    text = re.sub(r"[^\w\s&-]", " ", text, flags=re.UNICODE)  # '/' and punctuation: SAM 3's phrases are plain words
+    words = text.lower().split()
+    while words and words[0] in _ARTICLES:
+        words = words[1:]
+    words = _shorten([w for w in words if w.strip("-&")], max_words)
+    phrase = " ".join(words)
+    if not phrase or phrase in _NOTHING or not re.search(r"[^\W\d_]", phrase):
+        return None
+    return phrase
+
+
+def _concept_items(body: str) -> list[str]:
+    """Candidate phrase strings in a reply: a JSON list (of strings or of objects with a label), or bullet /
+    numbered lines, or one comma / semicolon separated line."""
+    for obj in _json_objects(body):
+        if isinstance(obj, dict):
+            obj = next((obj[k] for k in _CONCEPT_KEYS if isinstance(obj.get(k), (list, str))), None)
+            obj = [obj] if isinstance(obj, str) else obj
+        if not isinstance(obj, list):
+            continue
+        items = []
+        for it in obj:
+            if isinstance(it, str):
+                items.append(it)
+            elif isinstance(it, dict):
+                value = next((it[k] for k in _ITEM_KEYS if isinstance(it.get(k), str)), None)
+                if value is not None:
+                    items.append(value)
+        if items:
+            return items
+    lines = [ln for ln in body.splitlines() if ln.strip()]
+    bullets = [_BULLET.sub("", ln) for ln in lines if _BULLET.match(ln)]
+    if bullets:
+        return bullets
+    text = " ".join(lines)
+    text = re.sub(r"^[^:\n]{0,40}:\s*(?=\S)", "", text) if ":" in text[:42] else text  # "Objects: mug, spoon"
+    return re.split(r"\s*(?:[,;\n]|\band\b|\bor\b)\s*", text)
+
+
+def parse_concepts(text: str, max_phrases: int = 3, max_words: int = 6) -> list[str]:
+    """Short noun phrases naming what a question is about, from a VLM reply that may be a JSON list, a bullet list,
+    quoted words, a sentence or a ``<think>`` block followed by the answer -> at most ``max_phrases`` distinct
+    lower-case phrases of at most ``max_words`` words, articles ("the", "a") removed, in the reply's order. Empty when
+    nothing usable is there; never raises."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    try:
+        max_phrases, max_words = max(0, int(max_phrases)), max(1, int(max_words))
+    except (TypeError, ValueError, OverflowError):
+        return []
+    body = strip_thinking(text)
+    if "<think>" in body.lower():  # an unclosed thinking block: its own text is reasoning, not the answer
+        body = re.split(r"<think>", body, flags=re.I)[0]
+    out: list[str] = []
+    for item in _concept_items(body[:4000]):
+        if len(out) >= max_phrases:
+            break
+        phrase = _clean_phrase(item, max_words) if isinstance(item, str) else None
+        if phrase and phrase not in out:
+            out.append(phrase)
+    return out

@@ -162,7 +162,9 @@ def yesno_two_image_cached(vlm: VLM, image: np.ndarray, views: list[np.ndarray],
                         image_grid_thw=grid[:1].to(vlm.device), mm_token_type_ids=inputs["mm_token_type_ids"][:1, :cut]
                         .to(vlm.device), use_cache=True, logits_to_keep=1)
         cache = getattr(pre, "cache", None) or pre.past_key_values
-        cache.batch_repeat_interleave(n)
+        # one copy of the prefix per candidate; reorder_cache (index_select) works on every layer type, including
+        # Qwen3.5's linear-attention state, which has no batch_repeat_interleave
+        cache.reorder_cache(torch.zeros(n, dtype=torch.long, device=vlm.device))
         suf = vlm.model(input_ids=ids[:, cut:].to(vlm.device), attention_mask=mask.to(vlm.device),
                         position_ids=pos[:, :, cut:], pixel_values=pv[:, 1].reshape(n * per_image, -1)
                         .to(vlm.device, vlm.dtype), image_grid_thw=grid[1::2].to(vlm.device),

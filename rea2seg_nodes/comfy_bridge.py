@@ -10,14 +10,18 @@ import torch
 
 SAM_FOLDER = "sams"  # shared with Impact Pack and comfyui_segment_anything
 VLM_FOLDER = "LLM"  # one sub-directory per model, as Florence2 / QwenVL packs do
+# SAM 2 / SAM 3 checkpoints: the folders the SAM 2 / SAM 3 node packs use; Rea2Seg loads transformers-layout
+# directories from them (one per model, e.g. models/sam3/sam3 from facebook/sam3)
+HUB_SEGMENTER_FOLDERS = ("sam2", "sam3")
 SAM_EXTENSIONS = (".pth", ".pt", ".safetensors", ".bin")
 
 
 def register_model_folders() -> None:
-    """Make sure ``models/sams`` and ``models/LLM`` are known model folders (other packs may have added them)."""
+    """Make sure ``models/sams``, ``models/sam2``, ``models/sam3`` and ``models/LLM`` are known model folders (other
+    packs may have added them)."""
     import folder_paths
 
-    for name in (SAM_FOLDER, VLM_FOLDER):
+    for name in (SAM_FOLDER, *HUB_SEGMENTER_FOLDERS, VLM_FOLDER):
         default = os.path.join(folder_paths.models_dir, name)
         if name not in folder_paths.folder_names_and_paths or default not in folder_paths.get_folder_paths(name):
             folder_paths.add_model_folder_path(name, default)
@@ -43,8 +47,23 @@ def vlm_dirs(adapters: bool = False) -> list[str]:
     return sorted(d for d in dirs if d)
 
 
+def hub_segmenter_dirs() -> list[str]:
+    """SAM 2 / SAM 3 checkpoint directories (holding a ``config.json``; one or two levels deep) under every ``sam2`` /
+    ``sam3`` folder, as "<folder>/<dir>" ("sam3/sam3", "sam2/sam2.1-hiera-large"). Walked here rather than asked of
+    ComfyUI: another pack may have registered these folders for its own file extensions only."""
+    found = set()
+    for kind in HUB_SEGMENTER_FOLDERS:
+        for root in folders(kind):
+            if not root.is_dir():
+                continue
+            for cfg in [*root.glob("*/config.json"), *root.glob("*/*/config.json")]:
+                found.add(f"{kind}/{cfg.parent.relative_to(root).as_posix()}")
+    return sorted(found)
+
+
 def folders(kind: str) -> list[Path]:
-    """The folders registered for ``kind`` (``sams`` or ``LLM``); the first is where downloads go."""
+    """The folders registered for ``kind`` (``sams``, ``sam2``, ``sam3`` or ``LLM``); the first is where downloads
+    go."""
     import folder_paths
 
     register_model_folders()

@@ -1,4 +1,5 @@
-"""Load Models: a preset or an explicit VLM directory + SAM file from ComfyUI's model folders -> ``REA2SEG_MODELS``."""
+"""Load Models: a preset or an explicit VLM directory + segmenter (a SAM file, or a SAM 2 / SAM 3 directory) from
+ComfyUI's model folders -> ``REA2SEG_MODELS``."""
 from __future__ import annotations
 
 import contextlib
@@ -113,32 +114,53 @@ def _reason(e: ModelError) -> str:
     return str(e).split(";")[0]
 
 
+def _preset_hub_dir(repo_id: str, folder: str, what: str, download, auto_download: bool, node_id: str | None,
+                    note: str = "") -> Path:
+    """A preset's hub model as ``<folder>/<repo name>`` in ComfyUI's folders, else downloaded there by
+    ``download(repo_id, dest)`` when ``auto_download``; one error naming the place and a command that fetches it."""
+    name = repo_id.split("/")[-1]
+    found = comfy_bridge.find_in_folders(folder, name)
+    if found is not None:
+        return found
+    dest = comfy_bridge.folders(folder)[0] / name
+    manual = f"or download it yourself{note}: {_hf_download_command(repo_id, dest)}"
+    if not auto_download:
+        raise _missing(f"{what} {repo_id}", folder, name, f"turn on auto_download, {manual}")
+    # huggingface_hub reports this download's progress in ComfyUI's console, not on the node
+    comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
+    try:
+        return download(repo_id, dest)
+    except ModelError as e:
+        raise ModelNotFoundError(f"{what} {repo_id} could not be downloaded into {dest}: {_reason(e)}; {manual}") \
+            from None
+
+
 def _preset_vlm(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
     from rea2seg.models.lisa import clip_dir_of, is_lisa_dir
     from rea2seg.models.vlm import download_vlm
 
-    name = repo_id.split("/")[-1]
-    found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, name)
-    if found is not None:
-        if auto_download and is_lisa_dir(found):  # a LISA-format generator also needs its CLIP tower next to it
-            clip_dir_of(found, download=True)
-        return found
-    dest = comfy_bridge.folders(comfy_bridge.VLM_FOLDER)[0] / name
-    manual = f"or download it yourself: {_hf_download_command(repo_id, dest)}"
-    if not auto_download:
-        raise _missing(f"VLM {repo_id}", comfy_bridge.VLM_FOLDER, name, f"turn on auto_download, {manual}")
-    # huggingface_hub reports this download's progress in ComfyUI's console, not on the node
-    comfy_bridge.progress_text(node_id, f"downloading {repo_id} into {dest} (progress in the console)")
-    try:
-        return download_vlm(repo_id, dest)
-    except ModelError as e:
-        raise ModelNotFoundError(f"VLM {repo_id} could not be downloaded into {dest}: {_reason(e)}; {manual}") \
-            from None
+    found = comfy_bridge.find_in_folders(comfy_bridge.VLM_FOLDER, repo_id.split("/")[-1])
+    if found is not None and auto_download and is_lisa_dir(found):
+        clip_dir_of(found, download=True)  # a LISA-format generator also needs its CLIP tower next to it
+    return found or _preset_hub_dir(repo_id, comfy_bridge.VLM_FOLDER, "VLM", download_vlm, auto_download, node_id)
+
+
+def _preset_hub_segmenter(repo_id: str, auto_download: bool, node_id: str | None) -> Path:
+    """A preset's SAM 2.1 / SAM 3 checkpoint in ComfyUI's ``models/sam2`` / ``models/sam3``, downloaded there."""
+    from rea2seg.models.segmenter import download_segmenter, segmenter_local_dir
+
+    gated = " (gated: accept its licence on the hub and log in with `hf auth login` first)" \
+        if repo_id == "facebook/sam3" else ""
+    return _preset_hub_dir(repo_id, segmenter_local_dir(repo_id).parent.name, "segmenter", download_segmenter,
+                           auto_download, node_id, gated)
 
 
 def _preset_sam(kind: str, auto_download: bool, node_id: str | None) -> Path:
     from rea2seg.models.download import SAM_CHECKPOINTS, download_sam
+    from rea2seg.models.segmenter import is_hub_segmenter
 
+    if is_hub_segmenter(kind):
+        return _preset_hub_segmenter(kind, auto_download, node_id)
     ck = SAM_CHECKPOINTS[kind]
     found = comfy_bridge.find_in_folders(comfy_bridge.SAM_FOLDER, ck.filename)
     if found is not None:
@@ -160,6 +182,10 @@ def _chosen(kind: str, choice: str, what: str) -> Path:
     if choice == FROM_PRESET:
         where = comfy_bridge.folders(kind)[0]
         raise InputError(f"preset is '{CUSTOM}': choose the {what} (a file or folder in {where}), or choose a preset")
+    folder, _, rest = choice.partition("/")
+    if kind == comfy_bridge.SAM_FOLDER and folder in comfy_bridge.HUB_SEGMENTER_FOLDERS and rest \
+            and not choice.lower().endswith(comfy_bridge.SAM_EXTENSIONS):  # "sam3/<dir>": a SAM 2 / SAM 3 directory
+        kind, choice = folder, rest
     found = comfy_bridge.find_in_folders(kind, choice)
     if found is None:
         raise _missing(what, kind, choice, "it was listed but is gone: refresh the lists (press R) and choose again")
@@ -167,9 +193,9 @@ def _chosen(kind: str, choice: str, what: str) -> Path:
 
 
 class LoadModels:
-    DESCRIPTION = ("Load the VLM and SAM for reasoning segmentation: a preset (downloaded into models/LLM and "
-                   "models/sams on first use if auto_download is on) or a VLM folder from models/LLM and a SAM "
-                   "checkpoint from models/sams.")
+    DESCRIPTION = ("Load the VLM and the segmenter for reasoning segmentation: a preset (downloaded into models/LLM "
+                   "and models/sams, sam2 or sam3 on first use if auto_download is on) or a VLM folder from models/LLM "
+                   "and a SAM checkpoint from models/sams or a SAM 2.1 / SAM 3 folder from models/sam2, models/sam3.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("REA2SEG_MODELS",)
@@ -187,9 +213,12 @@ class LoadModels:
             "vlm": ([FROM_PRESET] + comfy_bridge.vlm_dirs(), {"default": FROM_PRESET, "tooltip": (
                 "With preset 'custom': a model folder (with config.json) under models/LLM, e.g. "
                 "Qwen2.5-VL-7B-Instruct. Qwen2-VL, Qwen2.5-VL, Qwen3-VL and other image-text-to-text models.")}),
-            "sam": ([FROM_PRESET] + comfy_bridge.sam_files(), {"default": FROM_PRESET, "tooltip": (
-                "With preset 'custom': a SAM checkpoint under models/sams (Meta's sam_vit_h/l/b .pth or "
-                ".safetensors), shared with other SAM node packs.")}),
+            "sam": ([FROM_PRESET] + comfy_bridge.sam_files() + comfy_bridge.hub_segmenter_dirs(), {
+                "default": FROM_PRESET, "tooltip": (
+                    "With preset 'custom': a SAM checkpoint under models/sams (Meta's sam_vit_h/l/b .pth or "
+                    ".safetensors, shared with other SAM node packs), or a SAM 2.1 / SAM 3 folder in the transformers "
+                    "layout under models/sam2 or models/sam3 (e.g. sam3/sam3 from the Hugging Face repo "
+                    "facebook/sam3; SAM 3 adds concept candidates).")}),
             "device": (DEVICES, {"default": "auto", "tooltip": "auto: ComfyUI's compute device; cpu: force the CPU"}),
             "dtype": (DTYPES, {"default": "auto",
                                "tooltip": "auto: bf16 on CUDA (fp16 where unsupported), fp32 on CPU"}),
@@ -222,7 +251,7 @@ class LoadModels:
         warning, scorer, config, name = None, None, None, preset
         if preset == CUSTOM:
             vlm_path = _chosen(comfy_bridge.VLM_FOLDER, vlm, "VLM folder")
-            sam_path = _chosen(comfy_bridge.SAM_FOLDER, sam, "SAM checkpoint")
+            sam_path = _chosen(comfy_bridge.SAM_FOLDER, sam, "segmenter")
         else:
             p = presets.get_preset(preset)
             config = p.config

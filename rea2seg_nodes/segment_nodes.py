@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rea2seg.config import MAX_TOP_K, SCORING_MODES
+from rea2seg.config import CANDIDATE_SOURCES, MAX_TOP_K, SCORING_MODES, switch_sources
 from rea2seg.types import SegmentationResult, format_score, json_score
 
 from . import comfy_bridge, tensors
@@ -19,6 +19,25 @@ MODE = (list(SCORING_MODES), {"default": "yesno", "tooltip": (
     "yesno: P(yes) for each candidate, in batched forward passes (fastest); reasoning: the VLM explains, then "
     "scores 0-10; comparative: all candidates numbered in one prompt, the VLM ranks them")})
 HIDDEN = {"hidden": {"node_id": "UNIQUE_ID"}}
+SWITCH = ["from preset", "on", "off"]
+
+
+def source_switches(skip: tuple[str, ...] = ()) -> dict:
+    """Optional inputs, one per candidate source (``source_<name>``: from preset / on / off). Optional with a default,
+    so workflows saved before a source existed still load."""
+    return {f"source_{name}": (SWITCH, {"default": "from preset", "tooltip": (
+        f"{what[0].upper() + what[1:]}. 'from preset': as the loaded models' preset says.")})
+        for name, what in CANDIDATE_SOURCES.items() if name not in skip}
+
+
+def chosen_sources(models: LoadedModels, switches: dict, **fixed: bool) -> tuple[str, ...] | None:
+    """The preset's sources with the node's switches (``source_<name>`` inputs) and ``fixed`` ones applied; None
+    when nothing is switched (the pipeline's own choice)."""
+    wanted = {k[len("source_"):]: {"on": True, "off": False}[v] for k, v in switches.items()
+              if k.startswith("source_") and v in ("on", "off")}
+    if not wanted and not fixed:
+        return None
+    return switch_sources(models.pipe.config.discovery.sources, {**wanted, **fixed})
 
 
 @dataclass
@@ -72,9 +91,9 @@ def _done_text(items: list[SegmentationResult], verb: str, how: str = "") -> str
 
 
 class DiscoverCandidates:
-    DESCRIPTION = ("Stage 1: the VLM's attention to the question becomes a heat map; its peaks prompt SAM, and the "
-                   "de-duplicated masks are the candidates. Outputs the candidates, a numbered preview and the heat "
-                   "map.")
+    DESCRIPTION = ("Stage 1: the VLM's attention to the question becomes a heat map; its peaks prompt the segmenter, "
+                   "and the de-duplicated masks are the candidates (with SAM 3, the noun phrases the VLM names can "
+                   "add concept candidates). Outputs the candidates, a numbered preview and the heat map.")
     CATEGORY = CATEGORY
     FUNCTION = "discover"
     RETURN_TYPES = (CANDIDATES, "IMAGE", "IMAGE")
@@ -93,17 +112,19 @@ class DiscoverCandidates:
             "peak_threshold": ("FLOAT", {"default": 0.3, "min": 0.05, "max": 1.0, "step": 0.05, "tooltip": (
                 "A heat-map peak becomes a SAM prompt if it reaches this fraction of the strongest peak.")}),
             "vlm_proposals": ("BOOLEAN", {"default": False, "tooltip": (
-                "Also ask the VLM for boxes/points in words (one extra generation per image).")}),
-        }, **HIDDEN}
+                "Also ask the VLM for boxes/points in words (one extra generation per image): the 'boxes' "
+                "candidate source.")}),
+        }, "optional": source_switches(skip=("boxes",)), **HIDDEN}
 
     def discover(self, image, question, models: LoadedModels, max_candidates, peak_threshold, vlm_proposals,
-                 node_id=None):
+                 node_id=None, **switches):
         from rea2seg import render
 
         frames = tensors.image_list(image)
         progress = comfy_bridge.StageProgress(node_id, len(frames))
+        sources = engine_call(chosen_sources, models, switches, boxes=bool(vlm_proposals))
         config = models.discovery_config(max_candidates=int(max_candidates), peak_threshold=float(peak_threshold),
-                                         vlm_proposals=bool(vlm_proposals))
+                                         sources=sources)
         items = []
         with models.use() as pipe:
             for i, frame in enumerate(frames):
@@ -228,18 +249,19 @@ class ReasoningSegment:
             "mode": MODE,
             "top_k": SelectMask.INPUT_TYPES()["required"]["top_k"],
             "merge": SelectMask.INPUT_TYPES()["required"]["merge"],
-        }, **HIDDEN}
+        }, "optional": source_switches(), **HIDDEN}
 
-    def segment(self, image, question, models: LoadedModels, mode, top_k, merge, node_id=None):
+    def segment(self, image, question, models: LoadedModels, mode, top_k, merge, node_id=None, **switches):
         from rea2seg import render
 
         frames = tensors.image_list(image)
         progress = comfy_bridge.StageProgress(node_id, len(frames))
+        sources = engine_call(chosen_sources, models, switches)
         results = []
         with models.use() as pipe:
             for i, frame in enumerate(frames):
                 results.append(engine_call(pipe.segment, frame, question, top_k=int(top_k), mode=mode,
-                                           merge=bool(merge), progress=progress.image(i),
+                                           merge=bool(merge), sources=sources, progress=progress.image(i),
                                            cancel=comfy_bridge.interrupted))
         overlays = [render.overlay(f, r.mask) for f, r in zip(frames, results)]
         batch = CandidateBatch(results)

@@ -17,7 +17,7 @@ from langchain_core.messages.content import create_image_block, create_text_bloc
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from rea2seg.config import MAX_QUESTION_CHARS, MAX_TOP_K, ScoringMode
+from rea2seg.config import CANDIDATE_SOURCES, MAX_QUESTION_CHARS, MAX_TOP_K, CandidateSource, ScoringMode
 from rea2seg.errors import InputError, Rea2SegError
 from rea2seg.serve.messages import DoorWording, argument_errors
 from rea2seg.serve.paths import AllowedDirs, OutputDir
@@ -56,6 +56,11 @@ def accepts_tool_images(chat_model) -> bool:
     return True
 
 
+def _sources_field():
+    return Field(None, description="Where candidates come from (default: the preset's): " + "; ".join(
+        f"{k}: {v}" for k, v in CANDIDATE_SOURCES.items()))
+
+
 class SegmentInput(BaseModel):
     image_path: str = Field(description="Absolute path of a local image file inside the allowed directories")
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS,
@@ -65,12 +70,14 @@ class SegmentInput(BaseModel):
     mode: ScoringMode | None = Field(None, description="Scoring: yesno (fast), reasoning (explains), comparative; "
                                                 "default from the preset")
     merge: bool = Field(False, description="Answer with the union of the top_k masks")
+    sources: list[CandidateSource] | None = _sources_field()
 
 
 class DiscoverInput(BaseModel):
     image_path: str = Field(description="Absolute path of a local image file inside the allowed directories")
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS,
                           description="What to find, as a question or description")
+    sources: list[CandidateSource] | None = _sources_field()
 
 
 class ScoreInput(BaseModel):
@@ -140,8 +147,10 @@ class ReasoningSegmentTool(_EngineTool):
         "and an image of the mask drawn on the picture.")
     args_schema: type[BaseModel] = SegmentInput
 
-    def _job(self, image_path: str, question: str, top_k: int = 3, mode: str | None = None, merge: bool = False):
-        return self.service.segment_job(question, image_path=image_path, top_k=top_k, mode=mode, merge=merge)
+    def _job(self, image_path: str, question: str, top_k: int = 3, mode: str | None = None, merge: bool = False,
+             sources: list[str] | None = None):
+        return self.service.segment_job(question, image_path=image_path, top_k=top_k, mode=mode, merge=merge,
+                                        sources=sources)
 
 
 class DiscoverCandidatesTool(_EngineTool):
@@ -153,8 +162,8 @@ class DiscoverCandidatesTool(_EngineTool):
     args_schema: type[BaseModel] = DiscoverInput
     preview_kind: str = "candidates"
 
-    def _job(self, image_path: str, question: str):
-        return self.service.discover_job(question, image_path=image_path)
+    def _job(self, image_path: str, question: str, sources: list[str] | None = None):
+        return self.service.discover_job(question, image_path=image_path, sources=sources)
 
 
 class ScoreCandidatesTool(_EngineTool):
@@ -225,6 +234,20 @@ class Rea2SegToolkit(BaseToolkit):
             return self.chat_model is None or accepts_tool_images(self.chat_model)
         return self.image_content == "block"
 
+    def status(self) -> dict:
+        """The loaded models (VLM, scorer, segmenter: backend, kind, source, concept support), the default candidate
+        sources, the device, and the engine's queue."""
+        return self._service.status()
+
     def get_tools(self) -> list[BaseTool]:
         kw = {"service": self._service, "include_image": self.include_image}
-        return [ReasoningSegmentTool(**kw), DiscoverCandidatesTool(**kw), ScoreCandidatesTool(**kw)]
+        tools = [ReasoningSegmentTool(**kw), DiscoverCandidatesTool(**kw), ScoreCandidatesTool(**kw)]
+        models = self._service.status()["models"]
+        if isinstance(models, dict) and "segmenter" in models:  # tell the model what this toolkit's engine can do
+            seg = models["segmenter"]
+            note = (f" Segmenter here: {seg['backend']} ({seg['kind']}); candidate sources by default: "
+                    f"{', '.join(models['sources'])}" + ("" if seg["concepts"] else "; 'concepts' needs SAM 3, not "
+                                                         "loaded here") + ".")
+            for tool in tools[:2]:
+                tool.description += note
+        return tools

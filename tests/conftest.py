@@ -72,3 +72,27 @@ def make_image(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def image() -> np.ndarray:
     return make_image()
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_dirs(tiny_dir) -> dict[str, Path]:
+    """The tiny SAM 2.1 and SAM 3 checkpoints (hub layout) the tiny-random-sam2/-sam3 presets use."""
+    from rea2seg.testing import ensure_tiny_segmenter
+
+    return {k: ensure_tiny_segmenter(tiny_dir, k) for k in ("sam2", "sam3")}
+
+
+@pytest.fixture(scope="session")
+def segmenters(tiny_segmenter_dirs) -> dict:
+    """Loaded tiny SAM 2.1 and SAM 3 segmenters (CPU)."""
+    from rea2seg.models.segmenter import load_segmenter
+
+    return {k: load_segmenter(str(p), device="cpu") for k, p in tiny_segmenter_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def pipelines(tiny_segmenter_dirs) -> dict:
+    """The tiny-random-sam2 and tiny-random-sam3 presets, loaded once."""
+    from rea2seg import Rea2Seg
+
+    return {k: Rea2Seg.from_preset(f"tiny-random-{k}", device="cpu") for k in ("sam2", "sam3")}

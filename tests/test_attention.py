@@ -23,9 +23,11 @@ def _eager_rows(vlm, inputs, rows):
     return out.attentions
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"])
 @pytest.mark.parametrize("size", [(224, 224), (200, 330)])
 def test_rows_equal_eager(family_dirs, family, size):
+    """Qwen3.5 (hybrid): its linear-attention layers never call the attention function, so only the full-attention
+    layers are recorded; eager returns one map per full-attention layer, in order."""
     vlm = load_vlm(str(family_dirs[family]), device="cpu")
     img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (*size, 3), dtype=np.uint8))
     inputs = chat_inputs(vlm, [[img, "the second car from the left"]])
@@ -35,9 +37,12 @@ def test_rows_equal_eager(family_dirs, family, size):
     with torch.inference_mode(), record_attention(rows, slice(s, e)) as rec:
         vlm.model(**inputs)
     eager = _eager_rows(vlm, inputs, rows)
-    assert sorted(rec.out) == list(range(vlm.num_layers))
-    for layer, got in rec.out.items():
-        want = eager[layer][:, :, rows][..., s:e]
+    assert sorted(rec.out) == vlm.attention_layers
+    assert vlm.attention_layers == (list(range(vlm.num_layers)) if family != "qwen3_5" else [1])
+    assert len(eager) == len(vlm.attention_layers)
+    for j, layer in enumerate(vlm.attention_layers):
+        want = eager[j][:, :, rows][..., s:e]
+        got = rec.out[layer]
         assert got.shape == want.shape
         assert (got - want).abs().max().item() <= 1e-5
 

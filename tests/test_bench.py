@@ -33,14 +33,15 @@ def test_bench_quick_prints_the_table_and_json(tmp_path):
     table = p.stdout
     for label in ("reasoning scoring, 8 candidates", "yes/no vs reasoning", "two-image yes/no", "SAM masks",
                   "second question", "attention maps", "time outside model forwards", "peak RSS", "loading the VLM",
-                  "loading the SAM"):
+                  "loading the SAM", "SAM 2.1 image encoder", "SAM 3 256-d decoder", "discovery with SAM 3"):
         assert label in table, f"row {label!r} missing:\n{table}"
     assert "target" in table and "met" in table
     doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     rows = {r["key"]: r for r in doc["rows"]}
     assert {"reasoning_batched_vs_loop", "yesno_vs_reasoning", "yesno_batched_vs_loop", "two_image_prefix_cache",
             "sam_batched_vs_loop", "sam_decoder_cpu", "second_question", "e2e_outside_yesno", "peak_rss",
-            "parquet_mask", "ray_vs_one_process", "load_memory_vlm", "load_memory_sam"} <= set(rows)
+            "parquet_mask", "ray_vs_one_process", "load_memory_vlm", "load_memory_sam", "sam2_encoder_share",
+            "sam2_decoder_cpu", "sam3_encoder_share", "sam3_decoder_cpu", "concepts_extra"} <= set(rows)
     assert any(k.startswith("attention_memory_") for k in rows)
     for r in rows.values():
         assert r["ratio"] is not None and r["ratio"] > 0, r
@@ -51,6 +52,10 @@ def test_bench_quick_prints_the_table_and_json(tmp_path):
     assert float(rows["yesno_batched_vs_loop"]["check"].split()[-1]) < 1e-4
     assert float(rows["two_image_prefix_cache"]["check"].split()[-1]) < 1e-4
     assert float(rows["sam_decoder_cpu"]["check"].split()[-1]) < 1e-3
+    for backend in ("sam2", "sam3"):
+        assert float(rows[f"{backend}_decoder_cpu"]["check"].split()[-1]) < 1e-3
+        assert 0 < rows[f"{backend}_encoder_share"]["ratio"] < 1
+    assert "concept" in rows["concepts_extra"]["check"]
     assert rows["second_question"]["check"].startswith("max |heat map diff| ")
     assert float(rows["second_question"]["check"].split()[4].rstrip(",")) < 1e-5
     found, kept = rows["sam_batched_vs_loop"]["check"].split()[0].split("/")
@@ -108,7 +113,7 @@ def test_gpu_profile_without_cuda_says_how_to_run(monkeypatch):
 
 # ---- the cached paths the bench times give the plain computation's result ----------------------------------------
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5"])
 def test_image_prefix_cache_gives_the_full_forward_map(family_dirs, family):
     """Discovery runs the prompt up to the image once per image and reuses its KV cache for every question: the
     attention maps equal those of the full forward pass."""

@@ -33,9 +33,11 @@ def test_models_check_tiny(tiny_dir):
 
 
 def test_models_check_missing_names_fix(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "rea2seg", "models", "check", "vit_b"], capture_output=True,
-                       text=True, env=dict(os.environ, REA2SEG_MODELS_DIR=str(tmp_path)))
+    r = subprocess.run([sys.executable, "-m", "rea2seg", "models", "check", "vit_b", "facebook/sam2.1-hiera-large"],
+                       capture_output=True, text=True, env=dict(os.environ, REA2SEG_MODELS_DIR=str(tmp_path)))
     assert r.returncode == 3 and "rea2seg models download vit_b" in r.stdout
+    assert f"expected {tmp_path / 'sam2' / 'sam2.1-hiera-large'}" in r.stdout
+    assert "rea2seg models download facebook/sam2.1-hiera-large" in r.stdout
 
 
 def test_segment_cli_json(tiny_dir, tmp_path):
@@ -107,3 +109,27 @@ def test_unnamed_outputs_go_beside_the_mask_with_the_usual_mode(tiny_dir, tmp_pa
     assert doc["heatmap_path"] == str(out / "coffee_heatmap.png")
     for p in out.iterdir():
         assert (p.stat().st_mode & 0o777) == 0o664, (p.name, oct(p.stat().st_mode))
+
+
+@pytest.mark.parametrize("preset, backend", [("tiny-random-sam2", "sam2"), ("tiny-random-sam3", "sam3")])
+def test_segment_cli_with_sam2_and_sam3_presets(tiny_segmenter_dirs, tmp_path, preset, backend):
+    mask = tmp_path / "m.png"
+    r = run("segment", str(EXAMPLE), "the utensil you would stir the coffee with", "--preset", preset, "--top-k", "8",
+            "-o", str(mask), "--overlay", str(tmp_path / "o.png"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert Image.open(mask).size == Image.open(EXAMPLE).size and "meaningless" in r.stderr
+    assert out["candidates"] and {"sam_embedding", "sam_masks", "scoring"} <= set(out["timings_ms"])
+    if backend == "sam3":  # the preset's concept source ran: the VLM named phrases, SAM 3 segmented them
+        assert {"concepts", "concept_masks"} <= set(out["timings_ms"])
+
+
+def test_segment_cli_sources(tiny_segmenter_dirs, tmp_path):
+    """--sources reaches the pipeline (what each source does: tests/test_sources.py, in-process)."""
+    common = ("segment", str(EXAMPLE), "the cup", "-o", str(tmp_path / "m.png"), "--overlay", str(tmp_path / "o.png"),
+              "--json", "--force", "--quiet")
+    for args, needle in [(("--preset", "tiny-random-sam3", "--sources", "attention,peaks"), "unknown candidate source"),
+                         (("--preset", "tiny-random-sam2", "--sources", "concepts"), "needs SAM 3")]:
+        r = run(*common, *args)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[rea2seg] warning")]
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr

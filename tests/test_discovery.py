@@ -76,7 +76,7 @@ def test_discover_candidates(pipeline, image):
 
 def test_vlm_proposals_never_crash(pipeline, image):
     """The tiny model's reply is random text: unparsable proposals are skipped, discovery still works."""
-    cfg = DiscoveryConfig(vlm_proposals=True, max_new_tokens_proposals=16)
+    cfg = DiscoveryConfig(sources=("attention", "boxes"), max_new_tokens_proposals=16)
     d = discover_candidates(pipeline.vlm, pipeline.sam, image, "the cup", cfg)
     assert d.candidates.masks.shape[1:] == image.shape[:2]
 

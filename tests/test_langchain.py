@@ -92,7 +92,7 @@ def test_tools_are_basetools_with_pydantic_schemas(tools):
         assert isinstance(t, BaseTool) and issubclass(t.args_schema, BaseModel)
         assert t.response_format == "content_and_artifact" and t.description
     props = tools["reasoning_segment"].tool_call_schema.model_json_schema()["properties"]
-    assert {"image_path", "question", "top_k", "mode", "merge"} == set(props)
+    assert {"image_path", "question", "top_k", "mode", "merge", "sources"} == set(props)
     assert "service" not in props  # the engine is not a model-visible argument
 
 

@@ -158,7 +158,7 @@ def test_device_and_dtype():
             resolve_device("cuda")
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"])
 def test_families_load_and_run(family_dirs, family):
     vlm = load_vlm(str(family_dirs[family]), device="cpu")
     assert vlm.family == family

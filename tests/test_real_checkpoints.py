@@ -20,11 +20,11 @@ from rea2seg import errors
 from rea2seg.models.prompting import chat_inputs
 from rea2seg.models.vlm import budget_kwargs, load_vlm
 from rea2seg.testing import FAMILIES, build_tiny_tokenizer, published
-from rea2seg.testing.models import PROCESSOR_FILES
+from rea2seg.testing.models import PROCESSOR_FILES, QWEN35_CHAT_TEMPLATE
 
 BUDGET = 1024 * 28 * 28  # the pipeline's default (DiscoveryConfig.vlm_max_pixels)
 PHOTO = Image.new("RGB", (4000, 3000), (120, 90, 60))  # a 12 MP phone photo
-PATCH = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16}
+PATCH = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16, "qwen3_5": 16}
 
 
 def _processor_dir(root: Path, family: str) -> Path:
@@ -131,7 +131,8 @@ def test_tiny_models_carry_the_published_processor(family_dirs, family):
     d = family_dirs[family]
     for name, content in PROCESSOR_FILES[family].items():
         assert json.loads((d / name).read_text()) == content
-    assert json.loads((d / "chat_template.json").read_text())["chat_template"] == published.QWEN2_5_VL_CHAT_TEMPLATE
+    want = QWEN35_CHAT_TEMPLATE if family == "qwen3_5" else published.QWEN2_5_VL_CHAT_TEMPLATE  # 3.5: thinks by default
+    assert json.loads((d / "chat_template.json").read_text())["chat_template"] == want
     vlm = load_vlm(str(d), device="cpu", max_pixels=BUDGET)
     ip = vlm.processor.image_processor
     assert type(ip).__module__.endswith(".image_processing_qwen2_vl"), "torchvision backend, not the PIL one"

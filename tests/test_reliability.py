@@ -106,6 +106,15 @@ def _model_cases(tiny_paths, tmp: Path) -> list[tuple[str, str, object, str]]:
         ("discovery-family", "a discovery VLM whose image tokens are not a known grid (InternVL3-hf)",
          lambda: Rea2Seg.from_pretrained(str(internvl), str(sam_path)), "ModelError"),
         ("unknown-preset", "an unknown preset name", lambda: Rea2Seg.from_preset("huge"), "InputError"),
+        ("missing-sam3", "a missing SAM 2.1 / SAM 3 (hub id, offline)",
+         lambda: Rea2Seg.from_pretrained(str(vlm_dir), "facebook/sam3"), "ModelNotFoundError"),
+        ("not-a-segmenter", "a VLM directory given as the segmenter",
+         lambda: Rea2Seg.from_pretrained(str(vlm_dir), str(vlm_dir)), "CheckpointError"),
+        ("unknown-source", "an unknown candidate source",
+         lambda: Rea2Seg.from_pretrained(str(vlm_dir), str(sam_path), sources="attention,peaks"), "InputError"),
+        ("concepts-without-sam3", "concept candidates asked of SAM v1",
+         lambda: Rea2Seg.from_pretrained(str(vlm_dir), str(sam_path)).discover(
+             np.zeros((32, 32, 3), np.uint8), "the cup", sources=["concepts"]), "InputError"),
     ]
 
 

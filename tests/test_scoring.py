@@ -38,7 +38,7 @@ def test_batched_yesno_equals_one_by_one(pipeline, small_image):
         assert abs(r1[0] - rel[i]) < 1e-5 and abs(p1[0] - py[i]) < 1e-5
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5"])
 def test_prefix_cache_equals_full_prompts(family_dirs, small_image, family):
     vlm = load_vlm(str(family_dirs[family]), device="cpu")
     views = candidate_views(small_image, _candidates(), ScoringConfig(), same_size=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import CANDIDATE_SOURCES
 from ..errors import InputError
 from ..models.download import SAM_KINDS
 from ..presets import PRESETS
@@ -16,11 +17,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--vlm", default=None, metavar="ID_OR_DIR",
                    help="discovery model, Hugging Face id or local directory: a VLM, or a LISA-format segmentation "
                         "MLLM (LISA, SESAME; needs --scorer)")
-    g.add_argument("--sam", default=None, metavar="PATH",
-                   help="SAM checkpoint (.pth / .safetensors) or a kind (vit_h, vit_l, vit_b) from the models folder "
-                        "(default: vit_h, or a LISA-format model's own SAM)")
+    g.add_argument("--sam", default=None, metavar="PATH_OR_ID",
+                   help="segmenter: a SAM checkpoint (.pth / .safetensors) or kind (vit_h, vit_l, vit_b) from the "
+                        "models folder, or a SAM 2.1 / SAM 3 hub id or directory (facebook/sam2.1-hiera-large, "
+                        "facebook/sam3) (default: vit_h, or a LISA-format model's own SAM)")
     g.add_argument("--sam-kind", default=None, choices=SAM_KINDS,
-                   help="SAM kind when neither the file name nor the weights tell")
+                   help="SAM v1 kind when neither the file name nor the weights tell")
+    g.add_argument("--sources", default=None, metavar="NAME,...",
+                   help=f"candidate sources, comma-separated: {', '.join(CANDIDATE_SOURCES)} (default: the preset's; "
+                        f"concepts needs SAM 3)")
     g.add_argument("--scorer", default=None, metavar="ID_OR_DIR", help="a different VLM for scoring (default: --vlm)")
     g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     g.add_argument("--dtype", default=None, help="auto, fp32, fp16 or bf16 (default: bf16 on CUDA, fp32 on CPU)")
@@ -63,16 +68,18 @@ def ray_options(args: argparse.Namespace):
 
 def model_info(args: argparse.Namespace) -> dict:
     """The model choice recorded in a run's run.json (a resumed run must use the same)."""
-    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "sam_kind", "scorer", "dtype")}
+    info = {k: getattr(args, k, None) for k in ("preset", "vlm", "sam", "sam_kind", "scorer", "dtype", "sources")}
     return {k: v for k, v in info.items() if v is not None}
 
 
 def build_pipeline(args: argparse.Namespace, config=None):
-    """The ``Rea2Seg`` the model arguments ask for: --vlm/--sam (explicit) or --preset (default 'default')."""
+    """The ``Rea2Seg`` the model arguments ask for: --vlm/--sam (explicit) or --preset (default 'default'), with
+    --sources applied."""
     from ..pipeline import Rea2Seg
     from ..presets import get_preset
 
     preset = getattr(args, "preset", None)
+    sources = getattr(args, "sources", None) or None
     vlm, sam = getattr(args, "vlm", None), getattr(args, "sam", None)
     device, dtype = getattr(args, "device", None), getattr(args, "dtype", None)
     download = bool(getattr(args, "download", False))
@@ -82,10 +89,10 @@ def build_pipeline(args: argparse.Namespace, config=None):
         base = get_preset("default")
         return Rea2Seg.from_pretrained(vlm or base.vlm, sam, sam_kind=getattr(args, "sam_kind", None),
                                        scorer=getattr(args, "scorer", None), device=device, dtype=dtype,
-                                       config=config, download=download,
+                                       config=config, download=download, sources=sources,
                                        trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
     return Rea2Seg.from_preset(preset or "default", device=device, dtype=dtype, config=config, download=download,
-                               scorer=getattr(args, "scorer", None))
+                               scorer=getattr(args, "scorer", None), sources=sources)
 
 
 def stderr_progress(quiet: bool):

@@ -15,11 +15,14 @@ def register_cli(subparsers) -> None:
     mod = subparsers.add_parser("models", help="list, download or check model files")
     msub = mod.add_subparsers(dest="models_command", metavar="{list,download,check}", required=True)
     msub.add_parser("list", help="presets and whether their files are present")
-    dl = msub.add_parser("download", help="download presets, SAM kinds (vit_h/vit_l/vit_b) or hub ids")
-    dl.add_argument("names", nargs="+", help="preset name, SAM kind or Hugging Face id")
+    dl = msub.add_parser("download", help="download presets, SAM kinds (vit_h/vit_l/vit_b) or hub ids (VLMs, SAM 2.1, "
+                                          "SAM 3)")
+    dl.add_argument("names", nargs="+",
+                    help="preset name, SAM kind or Hugging Face id (e.g. facebook/sam2.1-hiera-large)")
     ck = msub.add_parser("check", help="check that a preset's (or the named) models are present, and that SAM "
                                        "checkpoints are the published files (full SHA-256)")
-    ck.add_argument("names", nargs="*", help="SAM kinds / files or VLM ids / dirs (default: the preset's)")
+    ck.add_argument("names", nargs="*", help="SAM kinds / files / SAM 2.1 and SAM 3 ids, or VLM ids / dirs (default: "
+                                             "the preset's)")
     ck.add_argument("--preset", default=None, help="preset to check (default: default)")
     ck.add_argument("--device", default="cpu", help="device for the tiny-random load check")
     mod.set_defaults(func=cmd_models)
@@ -36,10 +39,11 @@ def _preset_targets(name: str) -> list[tuple[str, str]]:
 def _check_one(kind: str, source: str) -> tuple[bool, str]:
     from ..models.lisa import clip_dir_of
     from ..models.sam import resolve_sam_path
+    from ..models.segmenter import resolve_segmenter_dir
 
     try:
         if kind == "sam":
-            return True, str(resolve_sam_path(source, download=False))
+            return True, str(resolve_segmenter_dir(source) or resolve_sam_path(source, download=False))
         path = _vlm_dir(source)
         if is_lisa_source(source):  # a LISA-format generator also needs the CLIP tower it names
             return True, f"{path} (CLIP: {clip_dir_of(path)})"
@@ -56,7 +60,21 @@ def _vlm_dir(source: str):
     return resolve_lisa_dir(source) if is_lisa_source(source) else resolve_vlm_dir(source)
 
 
+def _is_segmenter_name(name: str) -> bool:
+    """A SAM v1 kind or file, a SAM 2.1 / SAM 3 hub id, or a directory holding one."""
+    from ..models.segmenter import backend_of_dir, is_hub_segmenter
+
+    if Path(name).expanduser().is_dir():
+        try:
+            backend_of_dir(Path(name).expanduser())
+            return True
+        except Rea2SegError:
+            return False
+    return name in SAM_CHECKPOINTS or name.endswith((".pth", ".safetensors")) or is_hub_segmenter(name)
+
+
 def cmd_models(args) -> int:
+    from ..models.segmenter import download_segmenter, is_hub_segmenter
     from ..models.vlm import download_vlm
     from ..testing import tiny_models_dir, tiny_preset_models
 
@@ -79,12 +97,15 @@ def cmd_models(args) -> int:
                     p = PRESETS[name]
                     vlm = tiny_preset_models(p.vlm, p.sam, p.scorer, tiny_models_dir())[0]
                     print(f"{name}: built in {vlm.parent.parent}")
-            elif name in SAM_CHECKPOINTS:
+            elif name in SAM_CHECKPOINTS or is_hub_segmenter(name):
                 targets = [("sam", name)]
             else:
                 targets = [("vlm", name)]
             for kind, source in targets:
-                if kind == "sam":
+                if kind == "sam" and is_hub_segmenter(source):
+                    ok, where = _check_one(kind, source)
+                    print(f"{source}: {where} (already there)" if ok else f"{source}: {download_segmenter(source)}")
+                elif kind == "sam":
                     print(f"{source}: {download_sam(source)}")
                 else:
                     ok, where = _check_one(kind, source)
@@ -95,16 +116,16 @@ def cmd_models(args) -> int:
         from ..pipeline import Rea2Seg
         pipe = Rea2Seg.from_preset(args.preset, device=args.device)
         st = pipe.status()
-        print(f"{args.preset}: ok  vlm {st['vlm']}  sam {st['sam']}  scorer {st['scorer']}  device {st['device']}  "
-              f"(random weights: plumbing checks only)")
+        print(f"{args.preset}: ok  vlm {st['vlm']}  {st['segmenter']['backend']} {st['sam']}  scorer {st['scorer']}  "
+              f"device {st['device']}  (random weights: plumbing checks only)")
         return 0
     targets = _preset_targets(args.preset or "default") if not args.names else \
-        [("sam" if n in SAM_CHECKPOINTS or n.endswith((".pth", ".safetensors")) else "vlm", n) for n in args.names]
+        [("sam" if _is_segmenter_name(n) else "vlm", n) for n in args.names]
     problems = 0
     for kind, source in targets:
         ok, where = _check_one(kind, source)
         line = f"ok {where}" if ok else f"MISSING: {where}"
-        if ok and kind == "sam":
+        if ok and kind == "sam" and not Path(where).is_dir():  # SAM 2.1 / SAM 3 directories: hub-verified files
             ok, line = _verify_sam(Path(where))
         print(f"{kind:6} {source}: {line}")
         problems += not ok

@@ -95,11 +95,24 @@ def record_attention(rows: torch.Tensor, keys: slice, layers: set[int] | None = 
         _state.recorder = prev
 
 
-def layer_band(num_layers: int, band: tuple[float, float]) -> list[int]:
-    """Decoder layer indices in the fractional band [start, end) of the depth (at least one layer)."""
+def layer_band(num_layers: int, band: tuple[float, float], attention_layers: list[int] | None = None) -> list[int]:
+    """Decoder layer indices in the fractional band [start, end) of the depth (at least one layer), keeping only
+    ``attention_layers`` when given (the layers with a softmax map, in hybrid models); ``InputError`` when the band
+    holds none of them."""
     lo = min(int(math.floor(band[0] * num_layers)), num_layers - 1)
     hi = max(lo + 1, int(math.ceil(band[1] * num_layers)))
-    return list(range(lo, min(hi, num_layers)))
+    layers = list(range(lo, min(hi, num_layers)))
+    if attention_layers is None:
+        return layers
+    kept = [layer for layer in layers if layer in set(attention_layers)]
+    if not kept:
+        from ..errors import InputError
+
+        have = ", ".join(map(str, attention_layers)) or "none"
+        raise InputError(f"layer_band {tuple(band)} covers decoder layers {lo}-{layers[-1]}, none of which has an "
+                         f"attention map (this model's full-attention layers are {have}; the others are linear "
+                         f"attention); widen layer_band to include one")
+    return kept
 
 
 # ---- where the image tokens are ---------------------------------------------------------------------------------------
@@ -120,6 +133,8 @@ TOKEN_LAYOUTS: dict[str, TokenLayout] = {
     "qwen2_vl": TokenLayout("Qwen2-VL"),
     "qwen2_5_vl": TokenLayout("Qwen2.5-VL"),
     "qwen3_vl": TokenLayout("Qwen3-VL"),
+    # Qwen3.5: Qwen3-VL's vision tower and processor; only its full-attention layers have maps (VLM.attention_layers)
+    "qwen3_5": TokenLayout("Qwen3.5"),
 }
 
 

@@ -157,13 +157,20 @@ def decoder_chunk(device: torch.device, requested: int) -> int:
 
 @dataclass
 class SamModel:
-    """A loaded SAM with where it came from, and the three operations discovery needs: ``embed`` (once per image),
-    ``decode`` (prompts -> low-resolution logits, batched) and ``upscale`` (kept logits -> full-size masks)."""
+    """A loaded SAM v1 with where it came from, and the operations discovery needs (``models.segmenter.Segmenter``):
+    ``embed`` (once per image), ``decode`` (prompts -> low-resolution logits, batched) and ``upscale`` (kept logits ->
+    full-size masks)."""
 
     sam: Any
     kind: str
     path: Path
     device: torch.device
+    source: str = ""  # what the user passed (a kind, a file); the path when not given
+    backend = "sam"
+    supports_concepts = False
+
+    def __post_init__(self) -> None:
+        self.source = self.source or str(self.path)
 
     @property
     def img_size(self) -> int:
@@ -356,7 +363,7 @@ def load_sam(path: str | os.PathLike, kind: str | None = None, device: str | tor
     sam.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN, device=dev).view(-1, 1, 1), False)
     sam.register_buffer("pixel_std", torch.tensor(PIXEL_STD, device=dev).view(-1, 1, 1), False)
     sam.to(dev).eval()
-    return SamModel(sam, label, p, dev)
+    return SamModel(sam, label, p, dev, str(path))
 
 
 def resolve_sam_path(path: str | os.PathLike, download: bool = False) -> Path:

@@ -21,6 +21,11 @@ from .download import download_hub_dir, hub_local_dir, offline
 from .lisa import CLIP_TOWERS, download_clip, download_lisa, is_lisa_dir, is_lisa_source
 
 
+#: Decoder layer types whose attention is a softmax map the recorder can read. Hybrid models (Qwen3.5) interleave
+#: linear-attention (Gated DeltaNet) layers, which have no such map.
+SOFTMAX_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
 @dataclass
 class VLM:
     """A loaded image-text-to-text model and its processor. ``max_pixels``: the budget of encoder-input pixels per
@@ -58,6 +63,15 @@ class VLM:
     @property
     def num_layers(self) -> int:
         return int(self.model.config.get_text_config().num_hidden_layers)
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """Decoder layers with a softmax attention map: every layer, except in hybrid models whose ``layer_types``
+        (Qwen3.5: three linear-attention layers, then a full-attention one) name others."""
+        types = getattr(self.model.config.get_text_config(), "layer_types", None)
+        if not types:
+            return list(range(self.num_layers))
+        return [i for i, t in enumerate(types) if t in SOFTMAX_LAYER_TYPES]
 
     @property
     def has_rope_index(self) -> bool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 import numpy as np
 
 from .. import images, render
-from ..config import MAX_IMAGE_PIXELS
+from ..config import MAX_IMAGE_PIXELS, check_sources
 from ..errors import Cancelled, InputError, ModelError, OutputExistsError, Rea2SegError
 from ..inputs import check_mode, check_question, check_top_k
 from ..types import CancelCheck, Progress, SegmentationResult
@@ -227,27 +227,32 @@ class SegmentationService:
     # ---- jobs: built (and checked) by the caller, run behind the gate ----------------------------------------------
 
     def segment_job(self, question: str, image_path: str | None = None, image_base64: str | None = None,
-                    top_k: int = 3, mode: str | None = None, merge: bool = False):
-        """Image + question -> the answer mask (discover, score, select)."""
+                    top_k: int = 3, mode: str | None = None, merge: bool = False, sources=None):
+        """Image + question -> the answer mask (discover, score, select). sources: candidate source names for this
+        call (None: the server's)."""
         question, top_k, mode = check_question(question), check_top_k(top_k), check_mode(mode)
+        sources = None if sources is None else check_sources(sources)
         source = self.check_image_source(image_path, image_base64)
 
         def job(cancelled: CancelCheck, progress: Progress | None) -> SegmentationResult:
             pipe = self.pipeline(cancelled, progress)
             image = self.load_image(source)
             return self._keep(pipe.segment(image, question, top_k=top_k, mode=mode, merge=bool(merge),
-                                           progress=progress, cancel=cancelled))
+                                           sources=sources, progress=progress, cancel=cancelled))
         return job
 
-    def discover_job(self, question: str, image_path: str | None = None, image_base64: str | None = None):
-        """Image + question -> candidate masks from the attention map, unscored."""
+    def discover_job(self, question: str, image_path: str | None = None, image_base64: str | None = None,
+                     sources=None):
+        """Image + question -> candidate masks, unscored. sources: candidate source names for this call (None: the
+        server's)."""
         question = check_question(question)
+        sources = None if sources is None else check_sources(sources)
         source = self.check_image_source(image_path, image_base64)
 
         def job(cancelled: CancelCheck, progress: Progress | None) -> SegmentationResult:
             pipe = self.pipeline(cancelled, progress)
             image = self.load_image(source)
-            return self._keep(pipe.discover(image, question, progress=progress, cancel=cancelled))
+            return self._keep(pipe.discover(image, question, sources=sources, progress=progress, cancel=cancelled))
         return job
 
     def score_job(self, result_id: str, question: str | None = None, candidates: list[int] | None = None,

@@ -40,7 +40,14 @@ _CORPUS = [
     "Please find the object with bbox and points.", "the person, the dog, the cup on the table",
 ]
 
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5")
+
+# Qwen3.5's chat template thinks by default: the generation prompt opens a <think> block unless the caller passes
+# enable_thinking=False (then the block comes pre-closed). The tiny Qwen3.5 does the same, in the image format above.
+QWEN35_CHAT_TEMPLATE = QWEN_CHAT_TEMPLATE.replace(
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is "
+    "false %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}")
 
 #: The processor files each family's published checkpoint carries (file name -> contents).
 PROCESSOR_FILES = {
@@ -48,13 +55,17 @@ PROCESSOR_FILES = {
     "qwen2_5_vl": {"preprocessor_config.json": published.QWEN2_5_VL_7B_PREPROCESSOR},
     "qwen3_vl": {"preprocessor_config.json": published.QWEN3_VL_8B_PREPROCESSOR,
                  "video_preprocessor_config.json": published.QWEN3_VL_8B_VIDEO_PREPROCESSOR},
+    # Qwen3.5 ships Qwen3-VL's processor files unchanged (Qwen3VLProcessor, patch 16, merge 2)
+    "qwen3_5": {"preprocessor_config.json": published.QWEN3_VL_8B_PREPROCESSOR,
+                "video_preprocessor_config.json": published.QWEN3_VL_8B_VIDEO_PREPROCESSOR},
 }
 
 
-def build_tiny_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE trained offline on a small corpus, wrapped as the real Qwen2 tokenizer class."""
+def build_tiny_tokenizer(vocab_size: int = 512, family: str = "qwen2_5_vl"):
+    """A byte-level BPE trained offline on a small corpus, wrapped as the family's real tokenizer class (Qwen2's;
+    Qwen3.5's, with its <think> tokens and thinking chat template, for "qwen3_5")."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
+    from transformers import Qwen2Tokenizer, Qwen3_5Tokenizer
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -63,10 +74,11 @@ def build_tiny_tokenizer(vocab_size: int = 512):
         vocab_size=vocab_size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
-                         pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
-    tok.chat_template = QWEN_CHAT_TEMPLATE
+    cls = Qwen3_5Tokenizer if family == "qwen3_5" else Qwen2Tokenizer
+    tok = cls(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS + (["<think>", "</think>"]
+                                                                          if family == "qwen3_5" else [])})
+    tok.chat_template = QWEN35_CHAT_TEMPLATE if family == "qwen3_5" else QWEN_CHAT_TEMPLATE
     return tok
 
 
@@ -91,7 +103,7 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
         raise ValueError(f"unknown tiny family {family!r}; choose from {FAMILIES}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = tokenizer if tokenizer is not None else build_tiny_tokenizer()
+    tok = tokenizer if tokenizer is not None else build_tiny_tokenizer(family=family)
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
     head_dim = head_dim or hidden // heads
     text = dict(vocab_size=max(vocab_size or 0, len(tok)), hidden_size=hidden,
@@ -122,6 +134,20 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
                       spatial_merge_size=2, temporal_patch_size=2)
         cfg, cls = tf.Qwen2VLConfig(text_config=text, vision_config=vision, **tokens), \
             tf.Qwen2VLForConditionalGeneration
+    elif family == "qwen3_5":
+        # hybrid decoder: Gated DeltaNet (linear attention, no softmax map) layers interleaved with full-attention
+        # ones; here every second layer is full (the real models: every fourth), so any band of two layers holds one
+        rot = 4 * (head_dim // 8)  # rotary dims: a quarter of the 2 * head_dim attention head; sections sum to half
+        text.update(head_dim=2 * head_dim, linear_key_head_dim=head_dim, linear_value_head_dim=head_dim,
+                    linear_num_key_heads=max(1, kv_heads), linear_num_value_heads=heads,
+                    layer_types=["linear_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                     "mrope_section": [rot // 4, rot // 8, rot // 8], "mrope_interleaved": True})
+        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_intermediate,
+                      num_heads=vision_heads, out_hidden_size=hidden, patch_size=16, spatial_merge_size=2,
+                      temporal_patch_size=2, num_position_embeddings=144)
+        cfg, cls = tf.Qwen3_5Config(text_config=text, vision_config=vision, **tokens), \
+            tf.Qwen3_5ForConditionalGeneration
     else:
         text.update(head_dim=head_dim, rope_parameters={"rope_type": "default", "rope_theta": 5e6,
                                                         "mrope_section": section, "mrope_interleaved": True})
@@ -136,7 +162,9 @@ def build_tiny_vlm(out_dir: str | os.PathLike, family: str = "qwen2_5_vl", seed:
     tok.save_pretrained(out)
     for name, content in PROCESSOR_FILES[family].items():
         (out / name).write_text(json.dumps(content, indent=2) + "\n")
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_CHAT_TEMPLATE}, indent=2) + "\n")
+    # the published chat template whichever tokenizer was put in (Qwen3.5's thinks by default)
+    template = QWEN35_CHAT_TEMPLATE if family == "qwen3_5" else QWEN_CHAT_TEMPLATE
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": template}, indent=2) + "\n")
     return out
 
 
@@ -200,3 +228,19 @@ def ensure_tiny_models(root: str | os.PathLike, family: str = "qwen2_5_vl") -> t
         finally:
             tmp_name.unlink(missing_ok=True)
     return vlm_dir, sam_path
+
+
+#: The tiny SAM 2.1 and SAM 3 checkpoints: where each is built under the models root (ComfyUI's folder names).
+TINY_SEGMENTERS = {"sam2": f"sam2/tiny-random-sam2.1-v{BUILD}", "sam3": f"sam3/tiny-random-sam3-v{BUILD}"}
+
+
+def ensure_tiny_segmenter(root: str | os.PathLike, kind: str) -> Path:
+    """Build (once) the tiny SAM 2.1 ("sam2") or SAM 3 ("sam3") checkpoint directory, in the hub layout, under
+    ``root``; return it."""
+    from .segmenters import build_tiny_sam2, build_tiny_sam3
+
+    if kind not in TINY_SEGMENTERS:
+        raise ValueError(f"unknown tiny segmenter {kind!r}; choose from {tuple(TINY_SEGMENTERS)}")
+    target = Path(root) / TINY_SEGMENTERS[kind]
+    build_dir_atomically(target, build_tiny_sam2 if kind == "sam2" else build_tiny_sam3, "model.safetensors")
+    return target

@@ -19,6 +19,8 @@ from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, ComfyServer
 # The tiny models appear in the user's model folders under names of a user's own choosing, so that the tiny-random
 # preset (which builds its own copies elsewhere) can be told apart from them.
 USER_VLM, USER_SAM = "user-tiny-qwen2_5_vl", "user_sam_tiny.safetensors"
+# SAM 2.1 / SAM 3 checkpoint directories in models/sam2, models/sam3 (LoadModels lists them as "<folder>/<dir>")
+USER_SAM2, USER_SAM3 = "user-tiny-sam2.1", "user-tiny-sam3"
 
 
 def _setup_module():
@@ -57,17 +59,20 @@ def comfy_dir(comfy_install) -> Path:
 
 @pytest.fixture(scope="session")
 def comfy_base(tmp_path_factory, comfy_version, comfy_dir) -> Path:
-    """ComfyUI's base directory: custom_nodes/rea2seg -> this repo, models/{LLM,sams} holding the tiny models under a
-    user's names, input/ with ComfyUI's own example.png (what the templates load) and a small non-square image."""
-    from rea2seg.testing import ensure_tiny_models, tiny_models_dir
+    """ComfyUI's base directory: custom_nodes/rea2seg -> this repo, models/{LLM,sams,sam2,sam3} holding the tiny models
+    under a user's names, input/ with ComfyUI's own example.png (what the templates load) and a small non-square
+    image."""
+    from rea2seg.testing import ensure_tiny_models, ensure_tiny_segmenter, tiny_models_dir
 
     base = tmp_path_factory.mktemp(f"comfyui-{comfy_version}-base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "rea2seg").symlink_to(REPO_ROOT, target_is_directory=True)
     t = time.monotonic()
     vlm_dir, sam_path = ensure_tiny_models(tiny_models_dir())  # the engine's shared tiny cache, built once
+    sam2_dir, sam3_dir = (ensure_tiny_segmenter(tiny_models_dir(), k) for k in ("sam2", "sam3"))
     TIMINGS["tiny models ready"] = time.monotonic() - t
-    for src, folder, name in ((vlm_dir, "LLM", USER_VLM), (sam_path, "sams", USER_SAM)):
+    for src, folder, name in ((vlm_dir, "LLM", USER_VLM), (sam_path, "sams", USER_SAM), (sam2_dir, "sam2", USER_SAM2),
+                              (sam3_dir, "sam3", USER_SAM3)):
         (base / "models" / folder).mkdir(parents=True)
         (base / "models" / folder / name).symlink_to(src)  # linked into ComfyUI's folders, as a user copies
     (base / "input").mkdir()

@@ -19,7 +19,7 @@ from PIL import Image
 
 from rea2seg.config import MAX_TOP_K
 
-from comfy_fixtures import USER_SAM, USER_VLM
+from comfy_fixtures import USER_SAM, USER_SAM2, USER_SAM3, USER_VLM
 from comfyui_harness import REPO_ROOT, TEST_IMAGE, TIMINGS, messages, run_with_events, ui_to_api
 
 pytestmark = pytest.mark.slow
@@ -125,6 +125,9 @@ def test_object_info_declares_our_nodes(comfy, object_info):
         <= set(load["preset"][0])
     assert USER_VLM in load["vlm"][0]  # a directory under models/LLM with a config.json
     assert USER_SAM in load["sam"][0]  # a file in models/sams
+    # transformers checkpoints in models/sam2, models/sam3
+    assert {f"sam2/{USER_SAM2}", f"sam3/{USER_SAM3}"} <= set(load["sam"][0])
+    assert {"sam2", "sam3", "tiny-random-sam2", "tiny-random-sam3"} <= set(load["preset"][0])
     assert load["device"][0] == ["auto", "cpu"] and load["keep_loaded"][0] == "BOOLEAN"
     assert load["auto_download"][0] == "BOOLEAN"
     discover = req("Rea2Seg_DiscoverCandidates")
@@ -140,8 +143,16 @@ def test_object_info_declares_our_nodes(comfy, object_info):
     assert select["candidates"][0] == "REA2SEG_CANDIDATES"
     assert (select["top_k"][1]["min"], select["top_k"][1]["max"]) == (1, MAX_TOP_K) and select["merge"][0] == "BOOLEAN"
     assert set(req("Rea2Seg_ReasoningSegment")) == {"image", "question", "models", "mode", "top_k", "merge"}
+    for node_id in ("Rea2Seg_DiscoverCandidates", "Rea2Seg_ReasoningSegment"):  # optional: old workflows load
+        optional = object_info[node_id]["input"]["optional"]
+        assert {"source_attention", "source_concepts"} <= set(optional)
+        assert optional["source_concepts"][0] == ["from preset", "on", "off"]
+        assert optional["source_concepts"][1]["default"] == "from preset"
+    assert "source_boxes" in object_info["Rea2Seg_ReasoningSegment"]["input"]["optional"]
+    assert "source_boxes" not in object_info["Rea2Seg_DiscoverCandidates"]["input"]["optional"]  # vlm_proposals
     for node_id in OURS:  # every widget explains itself
-        for name, spec in req(node_id).items():
+        specs = {**req(node_id), **object_info[node_id]["input"].get("optional", {})}
+        for name, spec in specs.items():
             if len(spec) > 1 and name not in ("models", "candidates"):
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
@@ -291,6 +302,54 @@ def test_tiny_random_preset_says_its_output_is_meaningless(comfy):
     assert saved_images(comfy, entry)["5"][0].size == (96, 64)
 
 
+def test_sam2_and_sam3_from_the_model_folders_and_presets(comfy):
+    """SAM 2.1 / SAM 3 directories chosen from models/sam2 and models/sam3, the tiny-random-sam2 preset, and the
+    candidate-source switches (SAM 3's concept candidates on, attention off)."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": TEST_IMAGE}},
+        "2": models_node(sam=f"sam3/{USER_SAM3}"),
+        "3": {"class_type": "Rea2Seg_DiscoverCandidates",
+              "inputs": {"image": ["1", 0], "question": "the red box", "models": ["2", 0], "max_candidates": 4,
+                         "peak_threshold": 0.3, "vlm_proposals": False, "source_attention": "off",
+                         "source_concepts": "on"}},
+        "4": {"class_type": "Rea2Seg_SelectMask", "inputs": {"candidates": ["3", 0], "top_k": 1, "merge": False}},
+        "5": {"class_type": "MaskPreview", "inputs": {"mask": ["4", 0]}},
+        "6": {"class_type": "LoadImage", "inputs": {"image": TEST_IMAGE}},
+        "7": models_node(preset="tiny-random-sam2", vlm="(from preset)", sam="(from preset)"),
+        "8": {"class_type": "Rea2Seg_ReasoningSegment",
+              "inputs": {"image": ["6", 0], "question": "the red box", "models": ["7", 0], "mode": "yesno",
+                         "top_k": 2, "merge": False}},
+        "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 3]}},
+        "10": {"class_type": "MaskPreview", "inputs": {"mask": ["8", 0]}},
+    }
+    t = time.monotonic()
+    entry = comfy.run(prompt)
+    TIMINGS[f"{comfy.version}: SAM 3 concepts + tiny-random-sam2 preset"] = time.monotonic() - t
+    assert_success(entry)
+    images = saved_images(comfy, entry)
+    assert images["5"][0].size == images["10"][0].size == (96, 64)
+    assert "meaningless" in entry["outputs"]["9"]["text"][0]
+
+    err = error_of(comfy.run(with_inputs(prompt, "Rea2Seg_ReasoningSegment", source_concepts="on")))
+    assert err["node_type"] == "Rea2Seg_ReasoningSegment" and "needs SAM 3" in err["exception_message"]
+
+
+def test_missing_sam2_of_a_preset_names_its_folder(comfy, comfy_base):
+    """The sam2 preset's VLM is there (a stand-in linked under its name), its SAM 2.1 is not: the error names
+    models/sam2/<name> and a download command that puts it there."""
+    link = comfy_base / "models" / "LLM" / "Qwen2.5-VL-7B-Instruct"
+    link.symlink_to(comfy_base / "models" / "LLM" / USER_VLM)
+    try:
+        err = error_of(comfy.run(discover_prompt("anything", **{
+            "2__preset": "sam2", "2__vlm": "(from preset)", "2__sam": "(from preset)", "2__auto_download": False})))
+    finally:
+        link.unlink()
+    expected = comfy.base_dir / "models" / "sam2" / "sam2.1-hiera-large"
+    assert err["exception_type"].endswith("ModelNotFoundError")
+    assert err["exception_message"].startswith(f"segmenter facebook/sam2.1-hiera-large not found: expected {expected} ")
+    assert f'download facebook/sam2.1-hiera-large --local-dir "{expected}"' in err["exception_message"]
+
+
 # ---- error paths: ComfyUI's own errors -------------------------------------------------------------------------------
 
 def discover_prompt(question: str, **overrides) -> dict:
@@ -370,7 +429,8 @@ def test_tiny_random_preset_stays_out_of_the_users_model_lists(comfy, comfy_base
     assert {d: sorted(os.listdir(comfy_base / "models" / d)) for d in ("LLM", "sams")} == before
     _, info = comfy.get("/object_info/Rea2Seg_LoadModels")
     required = info["Rea2Seg_LoadModels"]["input"]["required"]
-    assert required["vlm"][0] == ["(from preset)", USER_VLM] and required["sam"][0] == ["(from preset)", USER_SAM]
+    assert required["vlm"][0] == ["(from preset)", USER_VLM]
+    assert required["sam"][0] == ["(from preset)", USER_SAM, f"sam2/{USER_SAM2}", f"sam3/{USER_SAM3}"]
 
 
 def test_custom_choice_without_a_file_is_an_error(comfy):
