@@ -53,12 +53,20 @@ def mcpb(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def preset_choices() -> str:
+    """The preset setting's help, from ``rea2seg.presets`` (MCPB has no enum: the choices are listed in words)."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from rea2seg.presets import PRESETS
+    return "One of: " + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()) + "."
+
+
 def stage(version: str) -> Path:
     """The bundle's folder as it will be packed (under the git-ignored cache)."""
     shutil.rmtree(STAGE, ignore_errors=True)
     shutil.copytree(SOURCE, STAGE)
     manifest = json.loads((STAGE / "manifest.json").read_text())
     manifest["version"] = version
+    manifest["user_config"]["preset"]["description"] = preset_choices()
     (STAGE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     wheels = STAGE / "wheels"
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
