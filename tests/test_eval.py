@@ -209,7 +209,8 @@ def test_end_to_end_tiny_models(tmp_path, tiny_pipe, capsys):
         mask = read_mask(out / "masks" / f"{r['id']}.png")
         assert tuple(r["output"]) == intersection_union(mask, targets[r["id"]])  # recorded I/U are the saved mask's
         assert r["iou"] == pytest.approx(iou_from(*r["output"]), abs=1e-6)
-        assert len(r["candidates"]) == len(r["scores"]) == len(r["candidate_ious"])
+        assert len(r["candidates"]) == len(r["scores"]) == len(r["candidate_ious"]) == len(r["numbers"])
+        assert sorted(r["numbers"]) == list(range(1, len(r["numbers"]) + 1)), "discovery's numbering, ranked"
     # Top-k and oracle never below Top-1
     assert summary["top_k"]["3"]["giou"] >= summary["giou"] - 1e-9
     assert summary["oracle"]["giou"] >= summary["top_k"]["3"]["giou"] - 1e-9

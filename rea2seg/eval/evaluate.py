@@ -45,7 +45,8 @@ def _base_record(sample: Sample) -> dict:
 
 
 def pipeline_record(sample: Sample, result, seconds: float) -> dict:
-    """One JSONL record from a ``SegmentationResult``: the output's (I, U) and every candidate's, ranked."""
+    """One JSONL record from a ``SegmentationResult``: the output's (I, U) and every candidate's, ranked, with each
+    candidate's source and number (discovery's order: number 1 is the candidate discovery ranks first)."""
     inter, union = intersection_union(result.mask, sample.target)
     cands = result.candidates
     overlaps = [list(intersection_union(cands.masks[i], sample.target)) for i in range(len(cands))]
@@ -54,7 +55,8 @@ def pipeline_record(sample: Sample, result, seconds: float) -> dict:
         "output": [inter, union], "iou": round(iou_from(inter, union), 6),
         "candidates": overlaps, "candidate_ious": [round(iou_from(i, u), 6) for i, u in overlaps],
         "scores": [None if math.isnan(s) else round(float(s), 6) for s in cands.scores],
-        "sources": list(cands.sources), "mode": getattr(result, "mode", None),
+        "sources": list(cands.sources), "numbers": [int(n) for n in cands.numbers],
+        "mode": getattr(result, "mode", None),
         "timings_ms": {k: round(float(v), 1) for k, v in (getattr(result, "timings_ms", None) or {}).items()},
         "seconds": round(seconds, 3),
     })
