@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--force", action="store_true", help="rebuild from scratch")
         else:
             p.add_argument("--json", action="store_true", help="print the summary as JSON")
+            p.add_argument("--mutant", default=None, help="evaluate with a deliberately wrong engine step "
+                                                          "(testbed/mutants.py: yesno-swap, grid-transpose, "
+                                                          "sam-no-transform) to see the numbers catch it")
     w = sub.add_parser("world", help="write world scenes in LISA's ReasonSeg layout (rea2seg eval reads them)")
     w.add_argument("out", help="output folder (gets a <split>/ sub-folder)")
     w.add_argument("--split", choices=("train", "val", "test"), default="test")
@@ -60,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     from .report import markdown, report
 
     build(recipe, out)
-    summary = report(out)
+    evals = "eval"
+    if args.mutant:
+        from .build import evaluate_mutant
+
+        evals = evaluate_mutant(recipe, out, args.mutant).name
+    summary = report(out, evals)
+    if args.mutant:
+        summary["mutant"] = args.mutant
     print(json.dumps(summary) if args.json else markdown(summary))
     return 0
 

@@ -106,16 +106,39 @@ def step_export(out: Path, recipe: Recipe) -> None:
     os.replace(tmp, out / "export")
 
 
-def step_eval(out: Path, recipe: Recipe, which: str) -> None:
+def eval_dir(mutant: str | None = None) -> str:
+    """The build's evaluation folder: ``eval``, or ``eval-mutant-NAME`` for a deliberately wrong engine."""
+    return f"eval-mutant-{mutant}" if mutant else "eval"
+
+
+def step_eval(out: Path, recipe: Recipe, which: str, mutant: str | None = None) -> None:
     from rea2seg.eval.datasets import open_dataset
     from rea2seg.eval.evaluate import evaluate_pipeline
 
     one_thread()
+    if mutant:
+        from .mutants import apply
+
+        apply(mutant)
     scorer = out / "scorer-run" / "scorer" if which == "trained" else None
-    info = {"vlm": str(out / "base"), "sam": str(out / "sam.safetensors"), "scorer": str(scorer or out / "base")}
-    _timed(out, f"eval_{which}", evaluate_pipeline, pipeline(out, scorer), open_dataset(out / "world" / "test"),
-           out / "eval" / which, top_k=3, model_info=info, method=f"Rea2Seg testbed ({which} scorer)",
-           progress=False)
+    info = {"vlm": str(out / "base"), "sam": str(out / "sam.safetensors"), "scorer": str(scorer or out / "base"),
+            "mutant": mutant}
+    _timed(out, f"eval_{which}" + (f"_{mutant}" if mutant else ""), evaluate_pipeline, pipeline(out, scorer),
+           open_dataset(out / "world" / "test"), out / eval_dir(mutant) / which, top_k=3, model_info=info,
+           method=f"Rea2Seg testbed ({which} scorer)" + (f", mutant {mutant}" if mutant else ""), progress=False)
+
+
+def evaluate_mutant(recipe: Recipe, out: Path, mutant: str) -> Path:
+    """Both evaluations of a complete build again, with mutant ``mutant`` (testbed.mutants) installed."""
+    from .mutants import MUTANTS
+
+    if mutant not in MUTANTS:
+        raise SystemExit(f"unknown mutant {mutant!r}; choose one of: {', '.join(MUTANTS)}")
+    todo = [("step_eval", which, mutant) for which in ("untrained", "trained")
+            if not (out / eval_dir(mutant) / which / "summary.json").is_file()]
+    if todo:
+        in_parallel(out, recipe, *todo)
+    return out / eval_dir(mutant)
 
 
 def step_scorer(out: Path, recipe: Recipe) -> None:

@@ -163,7 +163,7 @@ def train_sam(path: Path, cfg: SamConfig, log_path: Path | None = None, progress
         opt.step()
         if step % 20 == 0 or step == cfg.steps - 1:
             m = np.mean(ious, 0)
-            rec = {"step": step, "loss": round(float(loss), 4), "iou_part": round(float(m[0]), 3),
+            rec = {"step": step, "loss": round(float(loss.detach()), 4), "iou_part": round(float(m[0]), 3),
                    "iou_whole": round(float(m[1]), 3), "iou_group": round(float(m[2]), 3),
                    "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
             if log:

@@ -36,6 +36,8 @@ from . import supervision as sup
 from . import world
 
 GENERIC_PROMPT = "Write a general description of the image."  # DiscoveryConfig().generic_prompt
+#: The answer words of the pretraining's verification task (false, true): never the scorer's Yes / No.
+VERIFY_WORDS = ("false", "true")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def build_tokenizer(vocab_size: int):
     qs = world.corpus()
     texts = list(_CORPUS) + qs + [GENERIC_PROMPT, "You are a helpful assistant.", "system user assistant"]
     texts += [YESNO_PROMPT.format(question=q) for q in qs[::7]] + [REASONING_PROMPT.format(question=q) for q in qs[::29]]
+    texts += [f"{w}<|im_end|>" for w in VERIFY_WORDS] * 50  # the pretraining's verification answers: one token each
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -178,6 +181,10 @@ class PretrainConfig:
     p_generic: float = 0.15  # of the grounding examples: the generic prompt (target: uniform)
     p_highlight: float = 0.25  # of the grounding examples: a highlighted candidate on the image
     w_dense: float = 1.0
+    w_verify: float = 1.0  # the lookup examples' "true" / "false" answer (see the module docstring)
+    verify_steps: int = 0  # a second phase: mostly lookup + verification examples, its own cosine schedule
+    verify_p_lookup: float = 0.8
+    verify_lr: float = 1e-3
     seed: int = 0
 
 
@@ -207,14 +214,18 @@ def _kl(q: torch.Tensor, p: torch.Tensor, normalise: bool = True) -> torch.Tenso
     return (q * (q.clamp(min=1e-8).log() - p.clamp(min=1e-8).log())).sum()
 
 
-def make_example(rng, i: int, cfg: PretrainConfig) -> dict:
+def _num(x) -> float:
+    return float(x.detach()) if torch.is_tensor(x) else float(x)
+
+
+def make_example(rng, i: int, cfg: PretrainConfig, p_lookup: float) -> dict:
     """One pretraining example from training scene ``i``."""
     from rea2seg.render import candidate_view
     from rea2seg.scoring import YESNO_PROMPT
 
     sc = world.scene("train", i, cfg.stage)
     u = rng.random()
-    task = "lookup" if u < cfg.p_lookup else "generic" if rng.random() < cfg.p_generic else "ground"
+    task = "lookup" if u < p_lookup else "generic" if rng.random() < cfg.p_generic else "ground"
     highlight, crop, view = None, None, sc.image
     if task == "lookup" or (task == "ground" and rng.random() < cfg.p_highlight):
         # the candidate is often the target or another object the question names (the scorer's hard cases)
@@ -224,7 +235,9 @@ def make_example(rng, i: int, cfg: PretrainConfig) -> dict:
         crop = sup.view_box(highlight)
     text = {"lookup": YESNO_PROMPT.format(question=sc.question), "generic": GENERIC_PROMPT,
             "ground": sc.question}[task]
-    return {"scene": sc, "task": task, "view": view, "highlight": highlight, "crop": crop, "text": text}
+    correct = highlight is not None and sup.mask_iou(highlight, sc.gt) >= 0.5  # train-scorer's yes_threshold
+    return {"scene": sc, "task": task, "view": view, "highlight": highlight, "crop": crop, "text": text,
+            "correct": correct}
 
 
 class Trainer:
@@ -247,6 +260,10 @@ class Trainer:
         self.band = layer_band(text.num_hidden_layers, (0.5, 0.85))  # DiscoveryConfig().layer_band
         self.heads = DenseHeads(text.hidden_size)
         self.image_token = int(self.model.config.image_token_id)
+        tok = processor.tokenizer
+        self.verify_ids = [tok.convert_tokens_to_ids(w) for w in VERIFY_WORDS]
+        if any(i is None or i == tok.unk_token_id for i in self.verify_ids):
+            raise RuntimeError(f"the testbed tokenizer lacks single tokens for {VERIFY_WORDS}")
 
     def inputs(self, exs: list[dict]):
         from rea2seg.models.prompting import chat_inputs
@@ -266,6 +283,11 @@ class Trainer:
         l_dense, acc = self.heads.loss(out.hidden_states[0][img], dense)
         for layer in self.band:  # keep the labels readable where the band layers compute their keys
             l_dense = l_dense + 0.5 * self.heads.loss(out.hidden_states[layer][img], dense)[0]
+        look = [b for b, e in enumerate(exs) if e["task"] == "lookup"]
+        l_verify = 0.0
+        if look and self.cfg.w_verify:
+            want = torch.as_tensor([self.verify_ids[int(exs[b]["correct"])] for b in look])
+            l_verify = F.cross_entropy(out.logits[look, -1].float(), want)
         l_ground, l_look, n_ground, n_look = 0.0, 0.0, 0, 0
         n_heads = out.attentions[self.band[0]].shape[1]
         for b, (e, lab) in enumerate(zip(exs, labels)):
@@ -299,8 +321,9 @@ class Trainer:
             n_ground += 1
         l_ground = l_ground / max(n_ground, 1)
         l_look = l_look / max(n_look, 1)
-        loss = l_ground + l_look + self.cfg.w_dense * l_dense
-        return loss, {"ground": float(l_ground), "lookup": float(l_look), "dense": float(l_dense), **acc}
+        loss = l_ground + l_look + self.cfg.w_dense * l_dense + self.cfg.w_verify * l_verify
+        return loss, {"ground": _num(l_ground), "lookup": _num(l_look), "dense": _num(l_dense),
+                      "verify": _num(l_verify), **acc}
 
 
 def cosine(step: int, total: int, warm: float = 0.05, floor: float = 0.05) -> float:
@@ -320,24 +343,28 @@ def pretrain(model_dir: Path, cfg: PretrainConfig, log_path: Path | None = None,
     t0, c0 = time.perf_counter(), time.process_time()
     info: dict = {}
     log = open(log_path, "a") if log_path else None
-    for step in range(cfg.steps):
+    total = cfg.steps + cfg.verify_steps
+    for step in range(total):
+        verify = step >= cfg.steps
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * cosine(step, cfg.steps)
-        exs = [make_example(rng, step * cfg.batch + j, cfg) for j in range(cfg.batch)]
+            g["lr"] = (cfg.verify_lr * cosine(step - cfg.steps, cfg.verify_steps) if verify
+                       else cfg.lr * cosine(step, cfg.steps))
+        p_lookup = cfg.verify_p_lookup if verify else cfg.p_lookup
+        exs = [make_example(rng, step * cfg.batch + j, cfg, p_lookup) for j in range(cfg.batch)]
         loss, info = tr.losses(exs)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % 25 == 0 or step == cfg.steps - 1:
-            rec = {"step": step, "loss": round(float(loss), 4), **{k: round(v, 4) for k, v in info.items()},
+        if step % 25 == 0 or step == total - 1:
+            rec = {"step": step, "loss": round(_num(loss), 4), **{k: round(v, 4) for k, v in info.items()},
                    "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
             if log:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-            progress(f"[testbed] vlm step {step}/{cfg.steps} " + " ".join(f"{k}={v}" for k, v in rec.items()
-                                                                         if k != "step"))
+            progress(f"[testbed] vlm step {step}/{total} " + " ".join(f"{k}={v}" for k, v in rec.items()
+                                                                     if k != "step"))
     tr.model.eval()
     tr.model.save_pretrained(model_dir)
-    return {"steps": cfg.steps, "wall_s": round(time.perf_counter() - t0, 1),
+    return {"steps": total, "wall_s": round(time.perf_counter() - t0, 1),
             "cpu_s": round(time.process_time() - c0, 1), **{k: round(v, 4) for k, v in info.items()}}

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from testbed import WARNING, supervision, world  # noqa: E402
-from testbed.report import baseline_index  # noqa: E402
+from testbed.report import QUICK_GATE, baseline_index, gate_failures  # noqa: E402
 
 
 def test_world_ground_truth_is_what_rea2seg_eval_reads(tmp_path):
@@ -105,20 +105,43 @@ def test_recipe_hash_follows_the_recipe(monkeypatch, tmp_path):
     assert build_dir(q).parent == tmp_path
 
 
+def _testbed(*args: str, home: Path) -> dict:
+    env = dict(os.environ, REA2SEG_TESTBED_DIR=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-m", "testbed", *args, "--json"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=1150, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return json.loads(p.stdout)
+
+
+@pytest.fixture(scope="module")
+def quick_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("testbed")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_quick_testbed_trained_scorer_beats_the_baseline_and_the_untrained_scorer(tmp_path):
-    """``python -m testbed eval --quick --json`` from scratch: the trained scorer's top-1 beats the discovery-only
-    answer and the untrained scorer by clear margins, and discovery finds the target in most scenes."""
-    env = dict(os.environ, REA2SEG_TESTBED_DIR=str(tmp_path), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, "-m", "testbed", "eval", "--quick", "--json"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=1150)
-    assert p.returncode == 0, p.stderr[-4000:]
-    s = json.loads(p.stdout)
+def test_quick_testbed_discovery_finds_the_answer(quick_home):
+    """``python -m testbed eval --quick --json`` from scratch (a SAM and a Qwen2.5-VL trained on the world, a scorer
+    trained with ``rea2seg train-scorer``): discovery's candidates hold the answer in most scenes, the strongest
+    peak's mask is a fair answer and the top-3 better. The scorer's numbers are reported, not gated
+    (docs/TESTBED.md)."""
+    s = _testbed("eval", "--quick", home=quick_home)
     print(json.dumps({k: v for k, v in s.items() if k != "per_category"}), file=sys.stderr)
     assert s["warning"] == [WARNING], "every result says it comes from synthetic-world models"
-    assert s["n"] == 150
-    assert s["recall"] >= 0.8, s
-    assert s["top1_giou"] >= s["baseline_giou"] + 0.05, s
-    assert s["top1_giou"] >= s["untrained_top1_giou"] + 0.10, s
-    assert s["yes_no_accuracy"] >= 0.75, s
+    assert s["n"] == 150 and set(s["per_category"]) == {"Attribute", "Size"}
+    assert s["top3_giou"] >= s["top1_giou"] and s["top3_giou"] >= s["baseline_giou"]
+    assert gate_failures(s) == [], s
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_transposed_token_grid_fails_the_quick_testbed(quick_home):
+    """The same trained models, evaluated with the attention over Qwen's image tokens read column-major instead of
+    row-major (testbed/mutants.py): the heat map points at the wrong objects and the gate above fails. (Builds first
+    when run alone.) The other two mutants are not caught at this scale; docs/TESTBED.md gives the numbers and the
+    tests that catch them (test_sam_reference, test_train_scorer)."""
+    s = _testbed("eval", "--quick", "--mutant", "grid-transpose", home=quick_home)
+    assert s["mutant"] == "grid-transpose"
+    failures = gate_failures(s)
+    print(failures, file=sys.stderr)
+    assert len(failures) == len(QUICK_GATE), f"a transposed grid went unnoticed: {s}"
