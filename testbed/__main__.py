@@ -15,13 +15,15 @@ def _recipe(args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .mutants import MUTANTS
+
     ap = argparse.ArgumentParser(prog="python -m testbed", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, text in (("build", "train the world's models (cached by a hash of the recipe)"),
                        ("eval", "the accuracy table of a build (builds it first if needed)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--quick", action="store_true", help="the CI recipe (stages 1-2, ~6 min on 2 cores)")
-        p.add_argument("--recipe", default="full", help="quick or full (default full)")
+        p.add_argument("--recipe", default="full", choices=("quick", "full"), help="default full")
         p.add_argument("--seed", type=int, default=None, help="move every random stream (robustness checks)")
         p.add_argument("--dir", default=None, help="build folder (default: $REA2SEG_TESTBED_DIR or "
                                                    "~/.cache/rea2seg/testbed, then <recipe>-<hash>)")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--force", action="store_true", help="rebuild from scratch")
         else:
             p.add_argument("--json", action="store_true", help="print the summary as JSON")
-            p.add_argument("--mutant", default=None, help="evaluate with a deliberately wrong engine step "
+            p.add_argument("--mutant", default=None, choices=MUTANTS, help="evaluate with a deliberately wrong engine step "
                                                           "(testbed/mutants.py: yesno-swap, grid-transpose, "
                                                           "sam-no-transform) to see the numbers catch it")
     w = sub.add_parser("world", help="write world scenes in LISA's ReasonSeg layout (rea2seg eval reads them)")

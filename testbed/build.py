@@ -163,7 +163,7 @@ def _child(fn_name: str, out: str, recipe: dict, *args) -> None:
 def in_parallel(out: Path, recipe: Recipe, *steps: tuple) -> None:
     """Run each (step function name, *args) in its own process (spawned: a clean interpreter, one thread each)."""
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(name, str(out), recipe.to_json(), *args), name=name)
+    procs = [ctx.Process(target=_child, args=(name, str(out), recipe.to_json(), *args), name=name, daemon=True)
              for name, *args in steps]
     for p in procs:
         p.start()
