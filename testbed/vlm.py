@@ -58,29 +58,15 @@ class VlmArch:
 
 def build_tokenizer(vocab_size: int):
     """A byte-level BPE trained on the world's questions and the pipeline's prompts, wrapped as the real
-    ``Qwen2Tokenizer`` with Qwen's special tokens and the published chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-
+    ``Qwen2Tokenizer`` with Qwen's special tokens and the published chat template (``build_tiny_tokenizer``)."""
     from rea2seg.scoring import REASONING_PROMPT, YESNO_PROMPT
-    from rea2seg.testing.models import _CORPUS, QWEN_CHAT_TEMPLATE, QWEN_SPECIALS
+    from rea2seg.testing.models import _CORPUS, build_tiny_tokenizer
 
     qs = world.corpus()
     texts = list(_CORPUS) + qs + [GENERIC_PROMPT, "You are a helpful assistant.", "system user assistant"]
     texts += [YESNO_PROMPT.format(question=q) for q in qs[::7]] + [REASONING_PROMPT.format(question=q) for q in qs[::29]]
     texts += [f"{w}<|im_end|>" for w in VERIFY_WORDS] * 50  # the pretraining's verification answers: one token each
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts * 10, trainers.BpeTrainer(
-        vocab_size=vocab_size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
-                         pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
-    tok.chat_template = QWEN_CHAT_TEMPLATE
-    return tok
+    return build_tiny_tokenizer(vocab_size, "qwen2_5_vl", texts * 10)
 
 
 def build_vlm(out_dir: str | os.PathLike, arch: VlmArch, seed: int) -> Path:

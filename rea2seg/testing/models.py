@@ -61,16 +61,17 @@ PROCESSOR_FILES = {
 }
 
 
-def build_tiny_tokenizer(vocab_size: int = 512, family: str = "qwen2_5_vl"):
-    """A byte-level BPE trained offline on a small corpus, wrapped as the family's real tokenizer class (Qwen2's;
-    Qwen3.5's, with its <think> tokens and thinking chat template, for "qwen3_5")."""
+def build_tiny_tokenizer(vocab_size: int = 512, family: str = "qwen2_5_vl", corpus: list[str] | None = None):
+    """A byte-level BPE trained offline on a small corpus (``corpus``, default the tiny models'), wrapped as the
+    family's real tokenizer class (Qwen2's; Qwen3.5's, with its <think> tokens and thinking chat template, for
+    "qwen3_5")."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer, Qwen3_5Tokenizer
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(_CORPUS * 20, trainers.BpeTrainer(
+    bpe.train_from_iterator(_CORPUS * 20 if corpus is None else corpus, trainers.BpeTrainer(
         vocab_size=vocab_size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
