@@ -1,12 +1,14 @@
-"""``python -m testbed build``: world -> SAM || base VLM -> export || untrained evaluation -> ``train-scorer`` ->
-trained evaluation. Each step leaves its output in the build folder and is skipped when that output is there (a
-stopped build resumes). Every training process runs on one thread: results do not depend on the machine's load or
+"""``python -m testbed build``: world -> SAM || base VLM [-> mining -> verification phase] -> export || untrained
+evaluation -> ``train-scorer`` -> trained evaluation. Each step leaves its output in the build folder and is skipped
+when that output is there (a stopped build resumes). Every training process runs on one thread: results do not depend on the machine's load or
 core count, and the independent steps run side by side, one process per core.
 
 Build folder (``recipe.build_dir``):
     recipe.json          the recipe (and its hash in the folder name)
     world/train, world/test   the scenes in LISA's ReasonSeg layout (PNG + LabelMe JSON)
     sam.safetensors      the SAM (``save_sam``; ``load_sam`` reads it)
+    base-phase1/, mined/ with a verification phase: the VLM after phase 1, and discovery's candidates on the
+                         training scenes it found (the verification phase's data)
     base/                the pretrained VLM (discovery, and the untrained scorer)
     export/              the mask-scoring export (``export_scoring_data``) + synthetic hard candidates
     scorer-run/          ``train_scorer``'s run folder; the scorer is scorer-run/scorer
@@ -77,13 +79,44 @@ def step_vlm(out: Path, recipe: Recipe) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     build_vlm(tmp, recipe.arch, recipe.vlm.seed)
     _timed(out, "vlm", pretrain, tmp, recipe.vlm, out / "vlm_log.jsonl", progress=lambda m: None)
+    os.replace(tmp, out / base_name(recipe))
+
+
+def base_name(recipe: Recipe) -> str:
+    """Where phase 1 leaves the VLM: ``base`` itself, or ``base-phase1`` when a verification phase follows."""
+    return "base-phase1" if recipe.vlm.verify_steps else "base"
+
+
+def step_mine(out: Path, recipe: Recipe) -> None:
+    """Discovery's candidates on the training scenes with the phase-1 VLM: the verification phase's data (an export
+    like the scorer's, ``mined/``)."""
+    from rea2seg.eval.datasets import open_dataset
+    from rea2seg.eval.export import export_scoring_data
+
+    one_thread()
+    tmp = out / "mined.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    info = {"vlm": str(out / "base-phase1"), "sam": str(out / "sam.safetensors")}
+    _timed(out, "mine", export_scoring_data, pipeline(out, base="base-phase1"), open_dataset(out / "world" / "train"),
+           tmp, model_info=info, progress=False)
+    os.replace(tmp, out / "mined")
+
+
+def step_verify(out: Path, recipe: Recipe) -> None:
+    from .vlm import verify
+
+    one_thread()
+    tmp = out / "base.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out / "base-phase1", tmp)
+    _timed(out, "verify", verify, tmp, out / "mined", recipe.vlm, out / "vlm_log.jsonl", progress=lambda m: None)
     os.replace(tmp, out / "base")
 
 
-def pipeline(out: Path, scorer: Path | None = None):
+def pipeline(out: Path, scorer: Path | None = None, base: str = "base"):
     from rea2seg.pipeline import Rea2Seg
 
-    return Rea2Seg.from_pretrained(str(out / "base"), str(out / "sam.safetensors"),
+    return Rea2Seg.from_pretrained(str(out / base), str(out / "sam.safetensors"),
                                    scorer=str(scorer) if scorer else None, device="cpu", dtype="fp32",
                                    name="testbed", warning=WARNING)
 
@@ -194,9 +227,14 @@ def build(recipe: Recipe, out: Path | None = None, force: bool = False) -> Path:
         _timed(out, "world", lambda: (write_split(out / "world", "train", recipe.export_n, recipe.stage, EXPORT_START),
                                       write_split(out / "world", "test", recipe.test_n, recipe.stage)))
         (out / "world" / "done").write_text("")
-    first = [s for s, done in (("step_sam", "sam.safetensors"), ("step_vlm", "base")) if not (out / done).exists()]
+    first = [s for s, done in (("step_sam", "sam.safetensors"), ("step_vlm", base_name(recipe)))
+             if not (out / done).exists() and not (out / "base").exists()]
     if first:
         in_parallel(out, recipe, *[(s,) for s in first])
+    if not (out / "base").exists():
+        if not (out / "mined").exists():
+            in_parallel(out, recipe, ("step_mine",))
+        in_parallel(out, recipe, ("step_verify",))
     second = []
     if not (out / "export").exists():
         second.append(("step_export",))

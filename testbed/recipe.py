@@ -55,12 +55,14 @@ class Recipe:
 
 
 RECIPES = {
-    # CI: stages 1-2 (attribute and size questions); ~5-6 min on an idle 2-core machine
-    "quick": Recipe("quick", stage=2, sam=SamConfig(steps=260), vlm=PretrainConfig(steps=700, stage=2),
-                    export_n=200, synthetic_n=0, scorer=ScorerRecipe(epochs=4), test_n=150),
-    # the table in docs/TESTBED.md: stages 1-4
-    "full": Recipe("full", stage=4, sam=SamConfig(steps=600), vlm=PretrainConfig(steps=2400, stage=4),
-                   export_n=600, synthetic_n=300, scorer=ScorerRecipe(epochs=4), test_n=400),
+    # CI: stages 1-2 (attribute and size questions); ~13 min on an idle 2-core machine
+    "quick": Recipe("quick", stage=2, sam=SamConfig(steps=260),
+                    vlm=PretrainConfig(steps=700, stage=2, verify_steps=800, verify_lr=2e-3),
+                    export_n=200, synthetic_n=0, scorer=ScorerRecipe(epochs=10), test_n=150),
+    # the full table in docs/TESTBED.md: stages 1-4
+    "full": Recipe("full", stage=4, sam=SamConfig(steps=600),
+                   vlm=PretrainConfig(steps=2000, stage=4, verify_steps=1600, verify_lr=2e-3),
+                   export_n=600, synthetic_n=0, scorer=ScorerRecipe(epochs=6), test_n=400),
 }
 
 

@@ -99,15 +99,25 @@ def report(build: Path, evals: str = "eval") -> dict:
     return out
 
 
-#: The quick build's pass bar (tests/test_testbed.py): what discovery reaches with the testbed's models through a
-#: correct engine (measured: recall 0.75-0.76, baseline 0.45-0.47, top-3 oracle 0.70, docs/TESTBED.md), with a
-#: margin. The scorer is not gated: at this scale it does not beat the baseline yet (docs/TESTBED.md says why).
-QUICK_GATE = {"recall": 0.6, "baseline_giou": 0.35, "top3_giou": 0.6}
+#: The quick build's pass bar (tests/test_testbed.py): discovery's numbers (absolute) and the trained scorer's
+#: margins over the discovery-only baseline and over the untrained scorer, each below what a correct engine reaches
+#: (docs/TESTBED.md) by a few points. A full build is held to the goals in docs/TESTBED.md instead.
+QUICK_GATE = {"recall": 0.75, "baseline_giou": 0.5, "top3_giou": 0.7, "over_baseline": 0.02, "over_untrained": 0.05}
 
 
 def gate_failures(summary: dict, bar: dict = QUICK_GATE) -> list[str]:
     """What in ``summary`` misses ``bar``, one line each (empty: it passes)."""
-    return [f"{k} {summary[k]:.3f} < {v}" for k, v in bar.items() if summary[k] is None or summary[k] < v]
+    s, out = summary, []
+    for k in ("recall", "baseline_giou", "top3_giou"):
+        if s[k] is None or s[k] < bar[k]:
+            out.append(f"{k} {s[k]:.3f} < {bar[k]}")
+    if s["top1_giou"] < s["baseline_giou"] + bar["over_baseline"]:
+        out.append(f"trained top-1 gIoU {s['top1_giou']:.3f} < baseline {s['baseline_giou']:.3f} + "
+                   f"{bar['over_baseline']}")
+    if s["untrained_top1_giou"] is None or s["top1_giou"] < s["untrained_top1_giou"] + bar["over_untrained"]:
+        out.append(f"trained top-1 gIoU {s['top1_giou']:.3f} < untrained {s['untrained_top1_giou']} + "
+                   f"{bar['over_untrained']}")
+    return out
 
 
 def markdown(summary: dict) -> str:

@@ -168,9 +168,10 @@ class PretrainConfig:
     p_highlight: float = 0.25  # of the grounding examples: a highlighted candidate on the image
     w_dense: float = 1.0
     w_verify: float = 1.0  # the lookup examples' "true" / "false" answer (see the module docstring)
-    verify_steps: int = 0  # a second phase: mostly lookup + verification examples, its own cosine schedule
+    verify_steps: int = 0  # a second phase (``verify``): lookup + verification on discovery's mined candidates
     verify_p_lookup: float = 0.8
     verify_lr: float = 1e-3
+    w_probe: float = 0.5  # the last position's probes (HighlightProbes), in the second phase
     seed: int = 0
 
 
@@ -198,6 +199,31 @@ def _kl(q: torch.Tensor, p: torch.Tensor, normalise: bool = True) -> torch.Tenso
     if normalise:
         p = p / p.sum().clamp(min=1e-8)
     return (q * (q.clamp(min=1e-8).log() - p.clamp(min=1e-8).log())).sum()
+
+
+class HighlightProbes(nn.Module):
+    """Linear probes (not saved) on the last position at the last layer's input: the highlighted object's colour,
+    shape and size class, and whether the highlight is the answer (IoU >= 0.5). They make the last position carry what
+    a yes/no answer needs in linearly readable form."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.colour = nn.Linear(hidden, sup.N_COLOUR)
+        self.shape = nn.Linear(hidden, sup.N_SHAPE)
+        self.size = nn.Linear(hidden, sup.N_SIZE)
+        self.answer = nn.Linear(hidden, 2)
+
+    def loss(self, h: torch.Tensor, exs: list[dict]) -> torch.Tensor:
+        t = {k: [] for k in ("colour", "shape", "size", "answer")}
+        for e in exs:
+            sc, hl = e["scene"], e["highlight"]
+            overlap = [np.count_nonzero(hl & m) for m in sc.masks]
+            o = sc.objects[int(np.argmax(overlap))] if max(overlap) > 0 else None
+            t["colour"].append(world.ALL_COLOURS.index(o.colour) + 1 if o else 0)
+            t["shape"].append(world.ALL_SHAPES.index(o.shape) + 1 if o else 0)
+            t["size"].append((1 if o.size == "small" else 2) if o else 0)
+            t["answer"].append(int(e["correct"]))
+        return sum(F.cross_entropy(getattr(self, k)(h), torch.as_tensor(v)) for k, v in t.items())
 
 
 def _num(x) -> float:
@@ -245,6 +271,8 @@ class Trainer:
         text = self.model.config.get_text_config()
         self.band = layer_band(text.num_hidden_layers, (0.5, 0.85))  # DiscoveryConfig().layer_band
         self.heads = DenseHeads(text.hidden_size)
+        self.probes = HighlightProbes(text.hidden_size)
+        self.n_layers = text.num_hidden_layers
         self.image_token = int(self.model.config.image_token_id)
         tok = processor.tokenizer
         self.verify_ids = [tok.convert_tokens_to_ids(w) for w in VERIFY_WORDS]
@@ -256,7 +284,7 @@ class Trainer:
 
         return chat_inputs(self.vlm, [[Image.fromarray(e["view"]), e["text"]] for e in exs])
 
-    def losses(self, exs: list[dict]) -> tuple[torch.Tensor, dict]:
+    def losses(self, exs: list[dict], probes: bool = False) -> tuple[torch.Tensor, dict]:
         inputs = self.inputs(exs)
         out = self.model(**inputs, output_attentions=True, output_hidden_states=True, use_cache=False,
                          logits_to_keep=1)
@@ -307,9 +335,13 @@ class Trainer:
             n_ground += 1
         l_ground = l_ground / max(n_ground, 1)
         l_look = l_look / max(n_look, 1)
-        loss = l_ground + l_look + self.cfg.w_dense * l_dense + self.cfg.w_verify * l_verify
+        l_probe = 0.0
+        if look and probes:
+            l_probe = self.probes.loss(out.hidden_states[self.n_layers - 1][look, -1], [exs[b] for b in look])
+        loss = l_ground + l_look + self.cfg.w_dense * l_dense + self.cfg.w_verify * l_verify + \
+            self.cfg.w_probe * l_probe
         return loss, {"ground": _num(l_ground), "lookup": _num(l_look), "dense": _num(l_dense),
-                      "verify": _num(l_verify), **acc}
+                      "verify": _num(l_verify), "probe": _num(l_probe), **acc}
 
 
 def cosine(step: int, total: int, warm: float = 0.05, floor: float = 0.05) -> float:
@@ -317,40 +349,119 @@ def cosine(step: int, total: int, warm: float = 0.05, floor: float = 0.05) -> fl
     return min(1.0, f / warm) * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * f)))
 
 
-def pretrain(model_dir: Path, cfg: PretrainConfig, log_path: Path | None = None, progress=print) -> dict:
-    """Pretrain the VLM in ``model_dir`` in place (fresh training scenes every step; the same sequence for the same
-    config). Returns timing and the last losses."""
-    torch.manual_seed(cfg.seed)
-    tr = Trainer(model_dir, cfg)
-    params = list(tr.model.parameters()) + list(tr.heads.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    rng = np.random.default_rng([cfg.seed, 77])
-    tr.model.train()
-    t0, c0 = time.perf_counter(), time.process_time()
+def mined_candidates(export_dir: Path) -> list[tuple[int, str, float]]:
+    """Discovery's candidates on training scenes, from a mask-scoring export (``export_scoring_data``): (scene
+    index, mask file, IoU with the target)."""
+    out = []
+    for line in (Path(export_dir) / "samples.jsonl").read_text().splitlines():
+        rec = json.loads(line) if line.strip() else {}
+        if rec.get("id", "").startswith("train_"):
+            i = int(rec["id"].split("_")[1])
+            out += [(i, str(Path(export_dir) / c["mask"]), float(c["iou"])) for c in rec["candidates"]]
+    return out
+
+
+def lookup_example(sc: world.Scene, highlight: np.ndarray) -> dict:
+    from rea2seg.render import candidate_view
+    from rea2seg.scoring import YESNO_PROMPT
+
+    return {"scene": sc, "task": "lookup", "view": candidate_view(sc.image, highlight, sup.ZOOM_BELOW, sup.ALPHA),
+            "highlight": highlight, "crop": sup.view_box(highlight), "text": YESNO_PROMPT.format(question=sc.question),
+            "correct": sup.mask_iou(highlight, sc.gt) >= 0.5}
+
+
+def balanced_lookup(rng, i: int, cfg: PretrainConfig, want: bool) -> dict:
+    """A lookup example on training scene ``i`` whose answer is ``want`` (a few draws; the last one if none fits)."""
+    sc = world.scene("train", i, cfg.stage)
+    pool = [sc.target] * 2 + sc.attention + list(range(len(sc.objects)))
+    for _ in range(12):
+        highlight, _ = sup.candidate_like(rng, sc, int(pool[int(rng.integers(len(pool)))]))
+        if (sup.mask_iou(highlight, sc.gt) >= 0.5) == want:
+            break
+    return lookup_example(sc, highlight)
+
+
+def _loop(tr: "Trainer", params, batches, steps: int, lr: float, log, progress, t0, c0, probes: bool, tag: str,
+          first: int = 0) -> dict:
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     info: dict = {}
-    log = open(log_path, "a") if log_path else None
-    total = cfg.steps + cfg.verify_steps
-    for step in range(total):
-        verify = step >= cfg.steps
+    for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = (cfg.verify_lr * cosine(step - cfg.steps, cfg.verify_steps) if verify
-                       else cfg.lr * cosine(step, cfg.steps))
-        p_lookup = cfg.verify_p_lookup if verify else cfg.p_lookup
-        exs = [make_example(rng, step * cfg.batch + j, cfg, p_lookup) for j in range(cfg.batch)]
-        loss, info = tr.losses(exs)
+            g["lr"] = lr * cosine(step, steps)
+        loss, info = tr.losses(batches(step), probes)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % 25 == 0 or step == total - 1:
-            rec = {"step": step, "loss": round(_num(loss), 4), **{k: round(v, 4) for k, v in info.items()},
+        if step % 25 == 0 or step == steps - 1:
+            rec = {"phase": tag, "step": first + step, "loss": round(_num(loss), 4),
+                   **{k: round(v, 4) for k, v in info.items()},
                    "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1)}
             if log:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-            progress(f"[testbed] vlm step {step}/{total} " + " ".join(f"{k}={v}" for k, v in rec.items()
-                                                                     if k != "step"))
+            progress(f"[testbed] vlm {tag} step {step}/{steps} " + " ".join(f"{k}={v}" for k, v in rec.items()
+                                                                            if k not in ("step", "phase")))
+    return info
+
+
+def pretrain(model_dir: Path, cfg: PretrainConfig, log_path: Path | None = None, progress=print) -> dict:
+    """Phase 1: pretrain the VLM in ``model_dir`` in place (fresh training scenes every step; the same sequence for
+    the same config). Returns timing and the last losses."""
+    torch.manual_seed(cfg.seed)
+    tr = Trainer(model_dir, cfg)
+    params = list(tr.model.parameters()) + list(tr.heads.parameters())
+    rng = np.random.default_rng([cfg.seed, 77])
+    tr.model.train()
+    t0, c0 = time.perf_counter(), time.process_time()
+    log = open(log_path, "a") if log_path else None
+    info = _loop(tr, params, lambda step: [make_example(rng, step * cfg.batch + j, cfg, cfg.p_lookup)
+                                           for j in range(cfg.batch)],
+                 cfg.steps, cfg.lr, log, progress, t0, c0, False, "pretrain")
     tr.model.eval()
     tr.model.save_pretrained(model_dir)
-    return {"steps": total, "wall_s": round(time.perf_counter() - t0, 1),
+    return {"steps": cfg.steps, "wall_s": round(time.perf_counter() - t0, 1),
             "cpu_s": round(time.process_time() - c0, 1), **{k: round(v, 4) for k, v in info.items()}}
+
+
+def verify(model_dir: Path, export_dir: Path, cfg: PretrainConfig, log_path: Path | None = None,
+           progress=print) -> dict:
+    """Phase 2, in place: the lookup and "true"/"false" verification task on discovery's own candidates (mined on
+    training scenes: the mask-scoring export) and on candidate-like masks, each half positives, plus the last
+    position's probes; ``1 - verify_p_lookup`` of each batch keeps the grounding examples (discovery reads the same
+    layers). The answer words are never the scorer's Yes / No: that mapping is ``train-scorer``'s job."""
+    torch.manual_seed(cfg.seed + 1)
+    tr = Trainer(model_dir, cfg)
+    params = list(tr.model.parameters()) + list(tr.heads.parameters()) + list(tr.probes.parameters())
+    mined = mined_candidates(export_dir)
+    pos = [m for m in mined if m[2] >= 0.5]
+    neg = [m for m in mined if m[2] < 0.5]
+    if not pos or not neg:
+        raise RuntimeError(f"the export in {export_dir} needs right and wrong candidates ({len(pos)} / {len(neg)})")
+    rng = np.random.default_rng([cfg.seed, 78])
+    n_look = round(cfg.batch * cfg.verify_p_lookup)
+    start = cfg.steps * cfg.batch  # training scenes after phase 1's
+
+    def batch(step: int) -> list[dict]:
+        exs = []
+        for j in range(n_look):
+            want = j % 2 == 0
+            if j < n_look // 2:  # mined
+                i, path, _ = (pos if want else neg)[int(rng.integers(len(pos if want else neg)))]
+                mask = np.array(Image.open(path)) > 0
+                exs.append(lookup_example(world.scene("train", i, cfg.stage), mask))
+            else:
+                exs.append(balanced_lookup(rng, start + step * cfg.batch + j, cfg, want))
+        exs += [make_example(rng, start + step * cfg.batch + j, cfg, 0.0) for j in range(n_look, cfg.batch)]
+        return exs
+
+    tr.model.train()
+    t0, c0 = time.perf_counter(), time.process_time()
+    log = open(log_path, "a") if log_path else None
+    info = _loop(tr, params, batch, cfg.verify_steps, cfg.verify_lr, log, progress, t0, c0, True, "verify",
+                 first=cfg.steps)
+    tr.model.eval()
+    tr.model.save_pretrained(model_dir)
+    return {"steps": cfg.verify_steps, "mined": len(mined), "mined_positive": len(pos),
+            "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
+            **{k: round(v, 4) for k, v in info.items()}}

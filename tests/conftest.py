@@ -96,3 +96,47 @@ def pipelines(tiny_segmenter_dirs) -> dict:
     from rea2seg import Rea2Seg
 
     return {k: Rea2Seg.from_preset(f"tiny-random-{k}", device="cpu") for k in ("sam2", "sam3")}
+
+
+# ---- the trained testbed's quick build, started in the background as soon as its tests are collected ------------
+# It trains for minutes on one thread per process; started at collection (at a lower CPU priority) it overlaps the
+# rest of the suite instead of adding to it. tests/test_testbed.py waits for it (`testbed_build`), then evaluates
+# the cached build; when it was not started (that file not selected, or REA2SEG_TESTBED_FOREGROUND=1) the tests
+# build in the foreground.
+
+def pytest_collection_finish(session):
+    import subprocess
+
+    wanted = any(item.nodeid.startswith("tests/test_testbed.py") and item.get_closest_marker("slow")
+                 for item in session.items)
+    if not wanted or os.environ.get("REA2SEG_TESTBED_FOREGROUND") == "1":
+        return
+    root = Path(__file__).resolve().parents[1]
+    home = Path(tempfile.mkdtemp(prefix="rea2seg-testbed-"))
+    env = dict(os.environ, REA2SEG_TESTBED_DIR=str(home), PYTHONPATH=str(root))
+    log = open(home / "build.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "testbed", "build", "--quick"], cwd=root, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: os.nice(10))
+    session.config._testbed_build = (home, proc)
+
+
+def pytest_unconfigure(config):
+    import signal
+
+    build = getattr(config, "_testbed_build", None)
+    if build and build[1].poll() is None:
+        os.killpg(build[1].pid, signal.SIGTERM)  # the build's step processes too
+        build[1].wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def testbed_build(request, tmp_path_factory) -> Path:
+    """The folder holding the quick build (``REA2SEG_TESTBED_DIR``), finished; built in the background since
+    collection when possible."""
+    build = getattr(request.config, "_testbed_build", None)
+    if build is None:
+        return tmp_path_factory.mktemp("testbed")
+    home, proc = build
+    proc.wait(timeout=1800)
+    return home
