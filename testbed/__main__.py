@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("build", "train the world's models (cached by a hash of the recipe)"),
                        ("eval", "the accuracy table of a build (builds it first if needed)")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--quick", action="store_true", help="the CI recipe (stages 1-2, ~6 min on 2 cores)")
+        p.add_argument("--quick", action="store_true", help="the CI recipe (stages 1-2, ~13 min on 2 cores)")
         p.add_argument("--recipe", default="full", choices=("quick", "full"), help="default full")
         p.add_argument("--seed", type=int, default=None, help="move every random stream (robustness checks)")
         p.add_argument("--dir", default=None, help="build folder (default: $REA2SEG_TESTBED_DIR or "
