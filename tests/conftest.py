@@ -122,12 +122,15 @@ def pytest_collection_finish(session):
 
 
 def pytest_unconfigure(config):
+    import shutil
     import signal
 
     build = getattr(config, "_testbed_build", None)
-    if build and build[1].poll() is None:
-        os.killpg(build[1].pid, signal.SIGTERM)  # the build's step processes too
-        build[1].wait(timeout=30)
+    if build:
+        if build[1].poll() is None:
+            os.killpg(build[1].pid, signal.SIGTERM)  # the build's step processes too
+            build[1].wait(timeout=30)
+        shutil.rmtree(build[0], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
