@@ -99,10 +99,10 @@ def pipelines(tiny_segmenter_dirs) -> dict:
 
 
 # ---- the trained testbed's quick build, started in the background as soon as its tests are collected ------------
-# It trains for minutes on one thread per process; started at collection (at a lower CPU priority) it overlaps the
-# rest of the suite instead of adding to it (at the lowest CPU priority: timing-sensitive tests come first). tests/test_testbed.py waits for it (`testbed_build`), then evaluates
-# the cached build; when it was not started (that file not selected, or REA2SEG_TESTBED_FOREGROUND=1) the tests
-# build in the foreground.
+# It trains for minutes on one thread per process; started at collection, at the lowest CPU priority (timing-sensitive
+# tests come first), it overlaps the rest of the suite instead of adding to it. tests/test_testbed.py waits for it
+# (`testbed_build`), then evaluates the cached build; when it was not started (that file not selected, or
+# REA2SEG_TESTBED_FOREGROUND=1) the tests build in the foreground.
 
 def pytest_collection_finish(session):
     import subprocess
