@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--force", action="store_true", help="rebuild from scratch")
         else:
             p.add_argument("--json", action="store_true", help="print the summary as JSON")
-            p.add_argument("--mutant", default=None, choices=MUTANTS, help="evaluate with a deliberately wrong engine step "
-                                                          "(testbed/mutants.py: yesno-swap, grid-transpose, "
-                                                          "sam-no-transform) to see the numbers catch it")
+            p.add_argument("--mutant", default=None, choices=MUTANTS,
+                           help="evaluate with a deliberately wrong engine step (testbed/mutants.py) to see the "
+                                "numbers catch it")
     w = sub.add_parser("world", help="write world scenes in LISA's ReasonSeg layout (rea2seg eval reads them)")
     w.add_argument("out", help="output folder (gets a <split>/ sub-folder)")
     w.add_argument("--split", choices=("train", "val", "test"), default="test")
