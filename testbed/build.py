@@ -1,7 +1,7 @@
 """``python -m testbed build``: world -> SAM || base VLM [-> mining -> verification phase] -> export || untrained
 evaluation -> ``train-scorer`` -> trained evaluation. Each step leaves its output in the build folder and is skipped
-when that output is there (a stopped build resumes). Every training process runs on one thread: results do not depend on the machine's load or
-core count, and the independent steps run side by side, one process per core.
+when that output is there (a stopped build resumes). Every training process runs on one thread: results do not depend
+on the machine's load or core count, and the independent steps run side by side, one process per core.
 
 Build folder (``recipe.build_dir``):
     recipe.json          the recipe (and its hash in the folder name)
@@ -227,8 +227,11 @@ def build(recipe: Recipe, out: Path | None = None, force: bool = False) -> Path:
         _timed(out, "world", lambda: (write_split(out / "world", "train", recipe.export_n, recipe.stage, EXPORT_START),
                                       write_split(out / "world", "test", recipe.test_n, recipe.stage)))
         (out / "world" / "done").write_text("")
-    first = [s for s, done in (("step_sam", "sam.safetensors"), ("step_vlm", base_name(recipe)))
-             if not (out / done).exists() and not (out / "base").exists()]
+    first = []
+    if not (out / "sam.safetensors").exists():
+        first.append("step_sam")
+    if not (out / base_name(recipe)).exists() and not (out / "base").exists():
+        first.append("step_vlm")
     if first:
         in_parallel(out, recipe, *[(s,) for s in first])
     if not (out / "base").exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,33 @@ def test_gate_names_each_missed_bar():
     assert len(gate_failures(dict(good, recall=0.1))) == 1
     assert [f.split()[0] for f in gate_failures(dict(good, top1_giou=0.0))] == ["trained", "trained"]
     assert gate_failures(dict(good, untrained_top1_giou=None)), "no untrained run: not a pass"
+
+
+def test_a_stopped_build_redoes_only_what_is_missing(tmp_path):
+    """A build of a few steps per stage (untrained: plumbing only); then the SAM and the trained evaluation are lost
+    (as when a run is killed) and the same build call redoes exactly those."""
+    import dataclasses
+
+    from testbed.build import build
+    from testbed.recipe import RECIPES, ScorerRecipe
+    from testbed.sam import SamConfig
+    from testbed.vlm import PretrainConfig
+
+    r = dataclasses.replace(RECIPES["quick"], name="tiny", sam=SamConfig(steps=2), vlm=PretrainConfig(steps=3, batch=4),
+                            export_n=6, test_n=4, scorer=ScorerRecipe(epochs=1, batch_size=4))
+    out = build(r, tmp_path / "b")
+
+    def steps() -> list[str]:
+        return [json.loads(line)["step"] for line in (out / "timings.jsonl").read_text().splitlines()]
+
+    first = steps()
+    assert sorted(first) == sorted(["world", "sam", "vlm", "eval_untrained", "export", "scorer", "eval_trained"])
+    (out / "build.json").unlink()
+    (out / "sam.safetensors").unlink()
+    shutil.rmtree(out / "eval" / "trained")
+    build(r, out)
+    assert steps()[len(first):] == ["sam", "eval_trained"]
+    assert (out / "build.json").is_file()
 
 
 def test_recipe_hash_follows_the_recipe(monkeypatch, tmp_path):
