@@ -230,26 +230,30 @@ def _num(x) -> float:
     return float(x.detach()) if torch.is_tensor(x) else float(x)
 
 
+def pick_highlight(rng, sc: world.Scene) -> np.ndarray:
+    """A candidate-like mask, often around the target or another object the question names (the scorer's hard
+    cases)."""
+    pool = [sc.target] * 2 + sc.attention + list(range(len(sc.objects)))
+    return sup.candidate_like(rng, sc, int(pool[int(rng.integers(len(pool)))]))[0]
+
+
 def make_example(rng, i: int, cfg: PretrainConfig, p_lookup: float) -> dict:
     """One pretraining example from training scene ``i``."""
     from rea2seg.render import candidate_view
-    from rea2seg.scoring import YESNO_PROMPT
 
     sc = world.scene("train", i, cfg.stage)
     u = rng.random()
     task = "lookup" if u < p_lookup else "generic" if rng.random() < cfg.p_generic else "ground"
+    if task == "lookup":
+        return lookup_example(sc, pick_highlight(rng, sc))
     highlight, crop, view = None, None, sc.image
-    if task == "lookup" or (task == "ground" and rng.random() < cfg.p_highlight):
-        # the candidate is often the target or another object the question names (the scorer's hard cases)
-        pool = [sc.target] * 2 + sc.attention + list(range(len(sc.objects)))
-        highlight, _ = sup.candidate_like(rng, sc, int(pool[int(rng.integers(len(pool)))]))
+    if task == "ground" and rng.random() < cfg.p_highlight:
+        highlight = pick_highlight(rng, sc)
         view = candidate_view(sc.image, highlight, sup.ZOOM_BELOW, sup.ALPHA)
         crop = sup.view_box(highlight)
-    text = {"lookup": YESNO_PROMPT.format(question=sc.question), "generic": GENERIC_PROMPT,
-            "ground": sc.question}[task]
-    correct = highlight is not None and sup.mask_iou(highlight, sc.gt) >= 0.5  # train-scorer's yes_threshold
-    return {"scene": sc, "task": task, "view": view, "highlight": highlight, "crop": crop, "text": text,
-            "correct": correct}
+    return {"scene": sc, "task": task, "view": view, "highlight": highlight, "crop": crop,
+            "text": GENERIC_PROMPT if task == "generic" else sc.question,
+            "correct": highlight is not None and sup.mask_iou(highlight, sc.gt) >= 0.5}
 
 
 class Trainer:
@@ -373,9 +377,8 @@ def lookup_example(sc: world.Scene, highlight: np.ndarray) -> dict:
 def balanced_lookup(rng, i: int, cfg: PretrainConfig, want: bool) -> dict:
     """A lookup example on training scene ``i`` whose answer is ``want`` (a few draws; the last one if none fits)."""
     sc = world.scene("train", i, cfg.stage)
-    pool = [sc.target] * 2 + sc.attention + list(range(len(sc.objects)))
     for _ in range(12):
-        highlight, _ = sup.candidate_like(rng, sc, int(pool[int(rng.integers(len(pool)))]))
+        highlight = pick_highlight(rng, sc)
         if (sup.mask_iou(highlight, sc.gt) >= 0.5) == want:
             break
     return lookup_example(sc, highlight)
